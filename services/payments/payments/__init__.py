@@ -1,0 +1,1 @@
+"""BitLoot payments service."""

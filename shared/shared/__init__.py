@@ -1,0 +1,1 @@
+"""BitLoot platform package: everything the services share, and nothing service-specific."""

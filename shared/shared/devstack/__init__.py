@@ -1,0 +1,1 @@
+"""Embedded infrastructure for development and tests: no Docker, everything from wheels."""

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from faststream.nats import NatsBroker
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from shared.contracts.streams import DEAD_LETTER_STREAM, STREAMS, StreamSpec
+from shared.observability import get_logger
+
+log = get_logger(__name__)
+
+# Longer than any relay retry loop, far shorter than provider retries (hours): the database
+# unique keys are the real guard, this window only absorbs relay crash-replays.
+DUPLICATE_WINDOW_SECONDS = 10 * 60
+
+
+def make_broker(nats_url: str, *, name: str) -> NatsBroker:
+    return NatsBroker(
+        nats_url,
+        name=name,
+        max_reconnect_attempts=-1,  # keep trying forever: NATS restarts must not kill workers
+        reconnect_time_wait=0.5,
+        connect_timeout=3,
+        logger=None,
+    )
+
+
+def stream_config(spec: StreamSpec, *, replicas: int = 1, max_bytes: int = -1) -> StreamConfig:
+    """Limits retention with no age limit: admin read models are rebuilt by replaying streams,
+    so events are kept until an operator sets ``max_bytes`` (see docs/operations.md)."""
+    return StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_bytes=max_bytes,
+        max_age=0,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Create or update every stream (idempotent; safe from several processes at once)."""
+    for spec in (*STREAMS, DEAD_LETTER_STREAM):
+        config = stream_config(spec, replicas=replicas)
+        try:
+            await js.stream_info(spec.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+                log.info("stream_created", stream=spec.name)
+                continue
+            except Exception:  # another process created it first; fall through to update
+                log.debug("stream_create_race", stream=spec.name)
+        await js.update_stream(config)

@@ -1,0 +1,252 @@
+"""Durable JetStream consumers with one retry policy for the whole system.
+
+Every consumer is a durable pull consumer with explicit (manual) acks:
+- success → ack;
+- ``NotYetVisibleError`` (the row this event refers to is not committed yet) → NAK with the
+  requested delay; it has its own, longer budget because waiting is the right answer;
+- any other failure → NAK with the next backoff step, until ``max_deliveries``; then the message
+  is copied to the ``DEADLETTER`` stream (with the error) and acked, so it stops blocking but is
+  never lost — the admin console lists it;
+- a body that does not parse is dead-lettered at once: no retry can fix it.
+
+With ``session_factory`` and ``inbox`` the handler runs inside one transaction that also records
+the event id in the inbox, so a redelivered or concurrently duplicated event is a no-op.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import structlog
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from nats.js.api import AckPolicy as JsAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.contracts.envelope import Event
+from shared.contracts.streams import DEAD_LETTER_STREAM, dead_letter_subject, stream_for_subject
+from shared.messaging.inbox import claim_event
+from shared.observability import CORRELATION_HEADER, bind_correlation_id, get_logger
+
+log = get_logger(__name__)
+
+E = TypeVar("E", bound=Event)
+
+HANDLED = Counter(
+    "consumer_messages_total", "Messages handled by outcome", ["consumer", "outcome"]
+)
+HANDLE_SECONDS = Histogram(
+    "consumer_handle_seconds",
+    "Handler time per message",
+    ["consumer"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+class NotYetVisibleError(Exception):
+    """The event refers to state that is not committed yet: retry later, never drop."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class ConsumerPolicy:
+    max_deliveries: int = 5
+    backoff: Sequence[float] = (0.2, 1.0, 5.0, 15.0)
+    not_visible_max_deliveries: int = 60
+    ack_wait_seconds: float = 30.0
+
+    def delay_for(self, attempt: int) -> float:
+        if not self.backoff:
+            return 1.0
+        return float(self.backoff[min(attempt - 1, len(self.backoff) - 1)])
+
+
+@dataclass(frozen=True)
+class Delivery:
+    subject: str
+    attempt: int
+    stream_sequence: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class DeadLetter(BaseModel):
+    """What the DEADLETTER stream stores: enough to see why, and the body to replay."""
+
+    consumer: str
+    original_subject: str
+    stream_sequence: int
+    deliveries: int
+    error: str
+    event_id: str | None = None
+    body: str
+    dead_lettered_at: datetime
+
+
+Handler = Callable[[E, Delivery], Awaitable[None]]
+TxHandler = Callable[[AsyncSession, E, Delivery], Awaitable[None]]
+
+
+def _metadata(msg: NatsMessage) -> tuple[int, int]:
+    try:
+        meta = msg.raw_message.metadata
+        return int(meta.num_delivered), int(meta.sequence.stream)
+    except Exception:  # core NATS message in tests: first delivery
+        return 1, 0
+
+
+async def _dead_letter(
+    broker: NatsBroker, *, consumer: str, subject: str, body: bytes, attempt: int, seq: int,
+    error: str, event_id: str | None,
+) -> None:
+    letter = DeadLetter(
+        consumer=consumer,
+        original_subject=subject,
+        stream_sequence=seq,
+        deliveries=attempt,
+        error=error[:2000],
+        event_id=event_id,
+        body=body.decode("utf-8", "replace")[:65536],
+        dead_lettered_at=datetime.now(UTC),
+    )
+    await broker.publish(
+        letter.model_dump_json().encode(),
+        subject=dead_letter_subject(consumer),
+        stream=DEAD_LETTER_STREAM.name,
+        headers={"Nats-Msg-Id": f"dl:{consumer}:{seq}:{event_id}"},
+        timeout=5.0,
+    )
+
+
+def durable_consumer(
+    broker: NatsBroker,
+    *,
+    subject: str,
+    durable: str,
+    event_type: type[E],
+    handler: Handler[E] | TxHandler[E],
+    policy: ConsumerPolicy | None = None,
+    session_factory: async_sessionmaker[AsyncSession] | None = None,
+    inbox: Any = None,
+    description: str | None = None,
+) -> Any:
+    """Register a durable pull consumer of ``subject`` on ``broker`` and return the subscriber.
+
+    ``durable`` names the consumer; replicas of one service share it and split the messages.
+    """
+    pol = policy or ConsumerPolicy()
+    transactional = session_factory is not None
+    if transactional and inbox is None:
+        raise ValueError("a transactional consumer needs the service's inbox model")
+    hard_cap = max(pol.max_deliveries, pol.not_visible_max_deliveries)
+    stream = stream_for_subject(subject)
+
+    subscriber = broker.subscriber(
+        subject,
+        stream=JStream(stream, declare=False),
+        durable=durable,
+        pull_sub=PullSub(batch_size=1, timeout=5.0),
+        ack_policy=AckPolicy.MANUAL,
+        config=ConsumerConfig(
+            durable_name=durable,
+            ack_policy=JsAckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=pol.ack_wait_seconds,
+            max_deliver=hard_cap + 1,  # the wrapper dead-letters first; this bounds crash loops
+            filter_subject=subject,
+            max_ack_pending=1000,
+        ),
+        title=f"{durable}:{subject}",
+        description=description or f"{durable} consumes {event_type.__name__}",
+    )
+
+    async def handle(body: bytes, msg: NatsMessage) -> None:
+        attempt, seq = _metadata(msg)
+        raw_headers = msg.headers or {}
+        headers = {str(k): str(v) for k, v in raw_headers.items()}
+        structlog.contextvars.clear_contextvars()
+        bind_correlation_id(headers.get(CORRELATION_HEADER))
+        structlog.contextvars.bind_contextvars(consumer=durable, subject=subject, attempt=attempt)
+        started = time.perf_counter()
+
+        try:
+            event = event_type.model_validate_json(body)
+        except ValidationError as exc:
+            log.error("consumer_poison_message", error=str(exc)[:500])
+            await _dead_letter(broker, consumer=durable, subject=subject, body=body,
+                               attempt=attempt, seq=seq, error=f"invalid body: {exc}",
+                               event_id=headers.get("Nats-Msg-Id"))
+            await msg.ack()
+            HANDLED.labels(durable, "poison").inc()
+            return
+        bind_correlation_id(event.correlation_id)
+        structlog.contextvars.bind_contextvars(event_id=str(event.event_id))
+        delivery = Delivery(subject=subject, attempt=attempt, stream_sequence=seq, headers=headers)
+
+        try:
+            if transactional:
+                assert session_factory is not None
+                async with session_factory() as session, session.begin():
+                    first_time = await claim_event(
+                        session, inbox, consumer=durable, event_id=event.event_id, subject=subject
+                    )
+                    if first_time:
+                        await handler(session, event, delivery)  # type: ignore[call-arg,arg-type]
+                    else:
+                        HANDLED.labels(durable, "duplicate").inc()
+            else:
+                await handler(event, delivery)  # type: ignore[call-arg,arg-type]
+        except NotYetVisibleError as exc:
+            if attempt >= pol.not_visible_max_deliveries:
+                await _give_up(broker, msg, durable, subject, body, attempt, seq, exc, event)
+                return
+            log.info("consumer_not_yet_visible", reason=str(exc), retry_after=exc.retry_after)
+            await msg.nack(delay=exc.retry_after)
+            HANDLED.labels(durable, "not_yet_visible").inc()
+            return
+        except Exception as exc:
+            if attempt >= pol.max_deliveries:
+                await _give_up(broker, msg, durable, subject, body, attempt, seq, exc, event)
+                return
+            delay = pol.delay_for(attempt)
+            log.warning("consumer_retry", error=repr(exc)[:300], retry_in=delay)
+            await msg.nack(delay=delay)
+            HANDLED.labels(durable, "retry").inc()
+            return
+        await msg.ack()
+        HANDLED.labels(durable, "ok").inc()
+        HANDLE_SECONDS.labels(durable).observe(time.perf_counter() - started)
+
+    subscriber(handle)
+    return subscriber
+
+
+async def _give_up(
+    broker: NatsBroker, msg: NatsMessage, durable: str, subject: str, body: bytes,
+    attempt: int, seq: int, exc: BaseException, event: Event,
+) -> None:
+    log.error("consumer_dead_lettered", error=repr(exc)[:500], deliveries=attempt)
+    try:
+        await _dead_letter(broker, consumer=durable, subject=subject, body=body, attempt=attempt,
+                           seq=seq, error=repr(exc), event_id=str(event.event_id))
+    except Exception:
+        # Cannot park it: leave it to redelivery rather than acking it into oblivion.
+        await msg.nack(delay=5.0)
+        HANDLED.labels(durable, "dead_letter_failed").inc()
+        return
+    await msg.ack()
+    HANDLED.labels(durable, "dead_lettered").inc()
+
+
+def new_event_id() -> uuid.UUID:
+    return uuid.uuid4()

@@ -1,0 +1,306 @@
+"""Transactional outbox: the state change and the event commit together, a relay publishes.
+
+Write side: ``add_to_outbox`` inserts the event in the caller's transaction and queues a
+``pg_notify``, which Postgres delivers only if that transaction commits — so the relay wakes
+within a millisecond of the commit instead of on its next poll. A periodic sweep remains the
+safety net for a missed notification (listener reconnecting, relay restarting).
+
+Relay: claims pending rows with ``FOR UPDATE SKIP LOCKED`` (several replicas split the rows,
+never share one), publishes them to JetStream with ``Nats-Msg-Id = event_id`` and awaits every
+PubAck, then marks them sent in the same transaction. A crash between publish and mark leaves the
+row pending; it is re-published and JetStream's duplicate window drops the copy.
+
+We evaluated the ``faststream-outbox`` package (0.19): it is built around its own table layout and
+polling loop and has no LISTEN/NOTIFY wake-up or SKIP LOCKED multi-replica story we could verify,
+so this module stays small and ours (docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+from shared.contracts.envelope import Event
+from shared.observability import CORRELATION_HEADER, get_logger
+
+log = get_logger(__name__)
+
+PUBLISHED = Counter("outbox_published_total", "Outbox events published and acked", ["relay"])
+PUBLISH_ERRORS = Counter("outbox_publish_errors_total", "Failed outbox publishes", ["relay"])
+PENDING_AGE = Gauge(
+    "outbox_oldest_pending_seconds", "Age of the oldest unpublished outbox row", ["relay"]
+)
+BATCH_SECONDS = Histogram(
+    "outbox_batch_seconds",
+    "Time to publish and mark one outbox batch",
+    ["relay"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+Publish = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
+
+
+class OutboxMixin:
+    """Columns of a service's ``outbox`` table."""
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        # Only pending rows are indexed: the relay's scan stays tiny however large history grows.
+        return (
+            Index(
+                f"ix_{cls.__tablename__}_pending",  # type: ignore[attr-defined]
+                "id",
+                postgresql_where=text("sent_at IS NULL"),
+            ),
+        )
+
+
+def notify_channel(schema: str) -> str:
+    return f"bitloot_outbox_{schema}"
+
+
+def _table(outbox: Any) -> Table:
+    table: Table = outbox.__table__
+    return table
+
+
+def _event_headers(event: Event) -> dict[str, str]:
+    return {
+        "Nats-Msg-Id": str(event.event_id),
+        CORRELATION_HEADER: event.correlation_id,
+        "Content-Type": "application/json",
+    }
+
+
+async def add_to_outbox(session: AsyncSession, outbox: Any, event: Event) -> None:
+    """Stage ``event`` for publishing; it leaves only if the caller's transaction commits."""
+    table = _table(outbox)
+    await session.execute(
+        insert(table).values(
+            event_id=event.event_id,
+            subject=event.SUBJECT,
+            payload=event.model_dump_json().encode(),
+            headers=_event_headers(event),
+        )
+    )
+    await session.execute(
+        select(func.pg_notify(notify_channel(str(table.schema)), ""))
+    )
+
+
+def asyncpg_dsn(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        name: str,
+        session_factory: async_sessionmaker[AsyncSession],
+        outbox: Any,
+        publish: Publish,
+        database_url: str | None = None,
+        batch_size: int = 200,
+        sweep_seconds: float = 1.0,
+        retention: timedelta = timedelta(days=7),
+    ) -> None:
+        self.name = name
+        self._sessions = session_factory
+        self._table = _table(outbox)
+        self._publish = publish
+        self._dsn = asyncpg_dsn(database_url) if database_url else None
+        self._batch_size = batch_size
+        self._sweep_seconds = sweep_seconds
+        self._retention = retention
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._last_cleanup = 0.0
+        # Test seam: runs after publishing and before marking rows sent (crash simulation).
+        self.before_mark: Callable[[list[uuid.UUID]], Awaitable[None]] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._tasks.append(asyncio.create_task(self._run(), name=f"outbox-relay-{self.name}"))
+        if self._dsn:
+            self._tasks.append(asyncio.create_task(self._listen(), name=f"outbox-listen-{self.name}"))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch; returns how many rows were published and marked sent."""
+        t = self._table
+        started = time.perf_counter()
+        async with self._sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(t.c.id, t.c.event_id, t.c.subject, t.c.payload, t.c.headers)
+                    .where(t.c.sent_at.is_(None))
+                    .order_by(t.c.id)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            results = await asyncio.gather(
+                *(self._publish(r.subject, r.payload, dict(r.headers or {})) for r in rows),
+                return_exceptions=True,
+            )
+            sent_ids = [r.id for r, res in zip(rows, results, strict=True) if res is None]
+            failed = [(r.id, res) for r, res in zip(rows, results, strict=True) if res is not None]
+            if self.before_mark is not None:
+                await self.before_mark([r.event_id for r in rows])
+            if sent_ids:
+                await session.execute(
+                    update(t).where(t.c.id.in_(sent_ids)).values(sent_at=func.now())
+                )
+            for row_id, exc in failed:
+                await session.execute(
+                    update(t)
+                    .where(t.c.id == row_id)
+                    .values(attempts=t.c.attempts + 1, last_error=repr(exc)[:500])
+                )
+        BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        PUBLISHED.labels(self.name).inc(len(sent_ids))
+        if failed:
+            PUBLISH_ERRORS.labels(self.name).inc(len(failed))
+            log.warning("outbox_publish_failed", relay=self.name, failed=len(failed),
+                        error=repr(failed[0][1])[:200])
+            raise RuntimeError(f"{len(failed)} outbox publishes failed")
+        return len(sent_ids)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        last_sweep = 0.0
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                published = await self.publish_pending()
+                backoff = 0.1
+                if time.monotonic() - last_sweep > self._sweep_seconds:
+                    last_sweep = time.monotonic()
+                    await self._housekeeping()
+                if published >= self._batch_size:
+                    continue  # more is waiting: no pause between full batches
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS or Postgres down: nothing is lost, rows stay pending
+                log.warning("outbox_relay_retry", relay=self.name, error=repr(exc)[:200],
+                            retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._sweep_seconds)
+
+    async def _housekeeping(self) -> None:
+        t = self._table
+        async with self._sessions() as session, session.begin():
+            oldest = (
+                await session.execute(select(func.min(t.c.created_at)).where(t.c.sent_at.is_(None)))
+            ).scalar()
+            age = 0.0
+            if oldest is not None:
+                now = (await session.execute(select(func.now()))).scalar_one()
+                age = (now - oldest).total_seconds()
+            PENDING_AGE.labels(self.name).set(age)
+            if time.monotonic() - self._last_cleanup > 60:
+                self._last_cleanup = time.monotonic()
+                await session.execute(
+                    delete(t).where(
+                        t.c.sent_at.is_not(None), t.c.sent_at < func.now() - self._retention
+                    )
+                )
+
+    async def _listen(self) -> None:
+        assert self._dsn is not None
+        channel = notify_channel(str(self._table.schema))
+        while not self._stopping:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=3)
+                await conn.add_listener(channel, lambda *_: self._wake.set())
+                self._wake.set()  # anything committed while we were not listening
+                while not self._stopping and not conn.is_closed():
+                    await asyncio.sleep(1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("outbox_listener_reconnect", relay=self.name, error=repr(exc)[:200])
+                await asyncio.sleep(1.0)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=1)
+
+
+def jetstream_publisher(broker: Any, *, timeout: float = 5.0) -> Publish:
+    """Publish through FastStream's broker to JetStream, awaiting the PubAck."""
+    from shared.contracts.streams import stream_for_subject
+
+    async def publish(subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        await broker.publish(
+            payload,
+            subject=subject,
+            headers=headers,
+            stream=stream_for_subject(subject),
+            timeout=timeout,
+        )
+
+    return publish
+
+
+def decode_payload(payload: bytes) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(payload)
+    return data

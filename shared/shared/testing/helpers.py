@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def wait_for(
+    predicate: Callable[[], T | Awaitable[T]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> T:
+    """Await until ``predicate()`` is truthy and return its value — a condition, not a sleep."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        last = value  # type: ignore[assignment]
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{message} not met within {timeout}s (last value: {last!r})")
+        await asyncio.sleep(interval)
