@@ -1,0 +1,32 @@
+"""`python -m nowpayments_emulator [--host 127.0.0.1] [--port 8010]`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import replace
+
+import uvicorn
+
+from nowpayments_emulator.app import create_app
+from nowpayments_emulator.config import DEFAULT_PORT, EmulatorConfig
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="nowpayments_emulator", description="Run the NOWPayments emulator."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    config = EmulatorConfig.from_env()
+    if "EMULATOR_PUBLIC_URL" not in os.environ:
+        # Links must point at where we actually listen, not at the default port.
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        config = replace(config, public_url=f"http://{host}:{args.port}")
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Emulator settings, read from the environment by default."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+DEFAULT_PORT = 8010
+DEFAULT_PUBLIC_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    api_key: str = "emulator-api-key"
+    ipn_secret: str = "emulator-ipn-secret"
+    # Base of the links we hand out (invoice_url); the browser must be able to reach it.
+    public_url: str = DEFAULT_PUBLIC_URL
+    # Pause between two statuses of a payment's playback; tiny so tests and demos stay fast.
+    step_delay: float = 0.05
+    # Extra attempts after a delivery that got no 2xx in time (the provider retries).
+    ipn_retries: int = 3
+    ipn_retry_interval: float = 0.5
+    callback_timeout: float = 3.0
+    invoice_lifetime: float = 20 * 60.0
+    # Smallest accepted price, valued in USD (the provider refuses dust with AMOUNT_MINIMAL_ERROR).
+    min_price_usd: Decimal = Decimal("1")
+    # Used when a payment carries no ipn_callback_url, like the account-level IPN URL.
+    default_ipn_callback_url: str | None = None
+    # Fixes ids, addresses and shuffles for reproducible runs; None draws fresh randomness.
+    seed: int | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EmulatorConfig:
+        source = os.environ if env is None else env
+        base = cls()
+        seed_text = source.get("EMULATOR_SEED")
+        return cls(
+            api_key=source.get("NOWPAYMENTS_API_KEY", base.api_key),
+            ipn_secret=source.get("NOWPAYMENTS_IPN_SECRET", base.ipn_secret),
+            public_url=source.get("EMULATOR_PUBLIC_URL", base.public_url).rstrip("/"),
+            step_delay=_float(source, "EMULATOR_STEP_DELAY", base.step_delay),
+            ipn_retries=int(_float(source, "EMULATOR_IPN_RETRIES", base.ipn_retries)),
+            ipn_retry_interval=_float(
+                source, "EMULATOR_IPN_RETRY_INTERVAL", base.ipn_retry_interval
+            ),
+            callback_timeout=_float(source, "EMULATOR_CALLBACK_TIMEOUT", base.callback_timeout),
+            invoice_lifetime=_float(source, "EMULATOR_INVOICE_LIFETIME", base.invoice_lifetime),
+            min_price_usd=_decimal(source, "EMULATOR_MIN_PRICE_USD", base.min_price_usd),
+            default_ipn_callback_url=source.get("EMULATOR_DEFAULT_IPN_URL") or None,
+            seed=int(seed_text) if seed_text else None,
+        )
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if text is None or text == "":
+        return float(default)
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {text!r}") from exc
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return value
+
+
+def _decimal(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
+    text = env.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return Decimal(text)
+    except InvalidOperation as exc:
+        raise ValueError(f"{name} must be a decimal number, got {text!r}") from exc
