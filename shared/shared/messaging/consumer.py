@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 import structlog
 from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Histogram
@@ -170,7 +171,10 @@ def durable_consumer(
         description=description or f"{durable} consumes {event_type.__name__}",
     )
 
-    async def handle(body: bytes, msg: NatsMessage) -> None:
+    # No body parameter: FastStream would decode and validate before us, and a body it rejects
+    # would never reach the dead-letter logic below.
+    async def handle(msg: NatsMessage) -> None:
+        body: bytes = msg.body
         attempt, seq = _metadata(msg)
         raw_headers = msg.headers or {}
         headers = {str(k): str(v) for k, v in raw_headers.items()}

@@ -152,6 +152,8 @@ class OutboxRelay:
         self._sweep_seconds = sweep_seconds
         self._retention = retention
         self._wake = asyncio.Event()
+        self.listening = asyncio.Event()  # set while LISTEN is attached (tests await it)
+        self.idle = asyncio.Event()  # set while waiting for a wake-up or the sweep
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._last_cleanup = 0.0
@@ -241,8 +243,10 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            self.idle.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._sweep_seconds)
+            self.idle.clear()
 
     async def _housekeeping(self) -> None:
         t = self._table
@@ -271,6 +275,7 @@ class OutboxRelay:
             try:
                 conn = await asyncpg.connect(self._dsn, timeout=3)
                 await conn.add_listener(channel, lambda *_: self._wake.set())
+                self.listening.set()
                 self._wake.set()  # anything committed while we were not listening
                 while not self._stopping and not conn.is_closed():
                     await asyncio.sleep(1.0)
@@ -280,6 +285,7 @@ class OutboxRelay:
                 log.info("outbox_listener_reconnect", relay=self.name, error=repr(exc)[:200])
                 await asyncio.sleep(1.0)
             finally:
+                self.listening.clear()
                 if conn is not None and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.close(timeout=1)

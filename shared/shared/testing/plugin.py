@@ -9,7 +9,6 @@ capture start lazily, only for the tests that ask for them.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import mailbox
 import os
 import shutil
@@ -64,7 +63,9 @@ class SmtpCapture:
 def _service_schemas() -> tuple[str, ...]:
     from shared.topology import SERVICES
 
-    return tuple(s.schema for s in SERVICES if importlib.util.find_spec(s.package) is not None)
+    from shared.launcher import installed
+
+    return tuple(s.schema for s in SERVICES if installed(s.package))
 
 
 @pytest.fixture(scope="session")

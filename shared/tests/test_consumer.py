@@ -1,0 +1,169 @@
+"""Durable consumers against real NATS and Postgres: inbox guard, backoff, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nats
+import pytest
+from nats.js.api import ConsumerConfig
+from sqlalchemy import func, select
+
+from shared.contracts.streams import dead_letter_subject
+from shared.messaging import ConsumerPolicy, DeadLetter, durable_consumer
+from shared.messaging.broker import make_broker
+from shared.testing import wait_for
+
+from .conftest import Effect, Inbox, PingHappened
+
+
+async def publish_raw(nats_url: str, subject: str, payload: bytes, msg_id: str | None = None) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        await nc.jetstream().publish(subject, payload, headers=headers)
+    finally:
+        await nc.close()
+
+
+async def dead_letters(nats_url: str, consumer: str) -> list[DeadLetter]:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(dead_letter_subject(consumer),
+                                      config=ConsumerConfig(inactive_threshold=5))
+        try:
+            msgs = await sub.fetch(10, timeout=0.5)
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            return []
+        return [DeadLetter.model_validate_json(m.data) for m in msgs]
+    finally:
+        await nc.close()
+
+
+async def count_effects(sessions) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(Effect)) or 0)
+
+
+async def test_same_event_twice_and_concurrently_has_one_effect(platform_db, clean_infra):
+    _, sessions = platform_db
+    broker = make_broker(clean_infra.nats_url, name="t")
+    entered = 0
+
+    async def handler(session, event: PingHappened, delivery) -> None:
+        nonlocal entered
+        entered += 1
+        session.add(Effect(note=event.note))
+        await asyncio.sleep(0.05)  # widen the window in which a duplicate can race us
+
+    durable_consumer(broker, subject=PingHappened.SUBJECT, durable="inbox-test",
+                     event_type=PingHappened, handler=handler, session_factory=sessions,
+                     inbox=Inbox)
+    await broker.start()
+    try:
+        event = PingHappened(note="x")
+        body = event.model_dump_json().encode()
+        # distinct msg ids so JetStream's dedup does not hide the duplicates from us
+        await asyncio.gather(*(publish_raw(clean_infra.nats_url, event.SUBJECT, body, f"m{i}")
+                               for i in range(5)))
+        await wait_for(lambda: entered >= 1, timeout=10)
+        async def all_acked() -> bool:
+            nc = await nats.connect(clean_infra.nats_url)
+            try:
+                info = await nc.jetstream().consumer_info("ORDERS", "inbox-test")
+                return info.num_ack_pending == 0 and info.num_pending == 0
+            finally:
+                await nc.close()
+        await wait_for(all_acked, timeout=10)
+        assert await count_effects(sessions) == 1
+        async with sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(Inbox)) == 1
+    finally:
+        await broker.stop()
+
+
+async def test_concurrent_duplicates_through_two_replicas(platform_db, clean_infra):
+    """Two replicas (two brokers, one durable) racing on copies of one event: one effect."""
+    _, sessions = platform_db
+    brokers = [make_broker(clean_infra.nats_url, name=f"r{i}") for i in range(2)]
+    calls = 0
+
+    async def handler(session, event: PingHappened, delivery) -> None:
+        nonlocal calls
+        calls += 1
+        session.add(Effect(note=event.note))
+        await asyncio.sleep(0.05)
+
+    for b in brokers:
+        durable_consumer(b, subject=PingHappened.SUBJECT, durable="replicas", event_type=PingHappened,
+                         handler=handler, session_factory=sessions, inbox=Inbox)
+    for b in brokers:
+        await b.start()
+    try:
+        event = PingHappened(note="y")
+        body = event.model_dump_json().encode()
+        await asyncio.gather(*(publish_raw(clean_infra.nats_url, event.SUBJECT, body, f"r{i}")
+                               for i in range(10)))
+        await wait_for(lambda: calls >= 1, timeout=10)
+
+        async def drained() -> bool:
+            nc = await nats.connect(clean_infra.nats_url)
+            try:
+                info = await nc.jetstream().consumer_info("ORDERS", "replicas")
+                return info.num_ack_pending == 0 and info.num_pending == 0
+            finally:
+                await nc.close()
+
+        await wait_for(drained, timeout=10)
+        assert await count_effects(sessions) == 1
+    finally:
+        for b in brokers:
+            await b.stop()
+
+
+async def test_failing_handler_is_redelivered_with_backoff_then_dead_lettered(clean_infra):
+    broker = make_broker(clean_infra.nats_url, name="t")
+    attempts: list[tuple[int, float]] = []
+
+    async def handler(event: PingHappened, delivery) -> None:
+        attempts.append((delivery.attempt, time.monotonic()))
+        raise RuntimeError("boom")
+
+    policy = ConsumerPolicy(max_deliveries=3, backoff=(0.2, 0.6), not_visible_max_deliveries=3)
+    durable_consumer(broker, subject=PingHappened.SUBJECT, durable="failing",
+                     event_type=PingHappened, handler=handler, policy=policy)
+    await broker.start()
+    try:
+        event = PingHappened(note="z")
+        await publish_raw(clean_infra.nats_url, event.SUBJECT, event.model_dump_json().encode())
+        letters = await wait_for(lambda: dead_letters(clean_infra.nats_url, "failing"), timeout=15)
+        assert [a for a, _ in attempts] == [1, 2, 3]
+        gaps = [b - a for (_, a), (_, b) in zip(attempts, attempts[1:])]
+        assert gaps[0] >= 0.18 and gaps[1] >= 0.55, gaps  # the backoff was honoured
+        assert letters[0].event_id == str(event.event_id)
+        assert letters[0].deliveries == 3 and "boom" in letters[0].error
+        assert PingHappened.model_validate_json(letters[0].body) == event
+    finally:
+        await broker.stop()
+
+
+async def test_unparseable_body_is_dead_lettered_at_once(clean_infra):
+    broker = make_broker(clean_infra.nats_url, name="t")
+    called = False
+
+    async def handler(event: PingHappened, delivery) -> None:
+        nonlocal called
+        called = True
+
+    durable_consumer(broker, subject=PingHappened.SUBJECT, durable="poison",
+                     event_type=PingHappened, handler=handler)
+    await broker.start()
+    try:
+        await publish_raw(clean_infra.nats_url, PingHappened.SUBJECT, b"{not json")
+        letters = await wait_for(lambda: dead_letters(clean_infra.nats_url, "poison"), timeout=10)
+        assert letters[0].deliveries == 1 and "invalid body" in letters[0].error
+        assert not called
+    finally:
+        await broker.stop()
