@@ -167,3 +167,28 @@ async def test_unparseable_body_is_dead_lettered_at_once(clean_infra):
         assert not called
     finally:
         await broker.stop()
+
+
+async def test_request_reply_round_trip_and_unavailable(clean_infra):
+    from shared.contracts.fulfillment import RevokeGrantsReply, RevokeGrantsRequest
+    from shared.messaging.rpc import ServiceUnavailableError, register_responder, request
+
+    responder = make_broker(clean_infra.nats_url, name="responder")
+    caller = make_broker(clean_infra.nats_url, name="caller")
+
+    async def answer(req: RevokeGrantsRequest) -> RevokeGrantsReply:
+        return RevokeGrantsReply(ok=True, revoked=len(req.order_id))
+
+    register_responder(responder, RevokeGrantsRequest, answer, queue="fulfillment")
+    await caller.connect()
+    try:
+        with pytest.raises(ServiceUnavailableError):
+            await request(caller, RevokeGrantsRequest(order_id="abc", operator_id="o", reason="r"),
+                          RevokeGrantsReply, timeout=0.5)
+        await responder.start()
+        reply = await request(caller, RevokeGrantsRequest(order_id="abcd", operator_id="o",
+                                                          reason="r"), RevokeGrantsReply)
+        assert reply.ok and reply.revoked == 4
+    finally:
+        await responder.stop()
+        await caller.stop()
