@@ -21,7 +21,7 @@ from faststream.nats import NatsBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db import create_engine, make_session_factory, ping
-from shared.messaging.broker import ensure_streams, make_broker
+from shared.messaging.broker import ensure_streams, flush, make_broker
 from shared.messaging.consumer import ConsumerPolicy
 from shared.messaging.outbox import OutboxRelay, jetstream_publisher
 from shared.observability import configure_logging, get_logger, install_observability
@@ -108,6 +108,7 @@ async def running(
     await _connect_broker(ctx)
     if subscribers:
         await ctx.broker.start()
+        await flush(ctx.broker)
     if ctx.relay is not None and subscribers:
         await ctx.relay.start()
     tasks = [asyncio.create_task(job(ctx), name=f"{ctx.name}-job") for job in jobs or []]

@@ -186,6 +186,9 @@ async def test_request_reply_round_trip_and_unavailable(clean_infra):
             await request(caller, RevokeGrantsRequest(order_id="abc", operator_id="o", reason="r"),
                           RevokeGrantsReply, timeout=0.5)
         await responder.start()
+        from shared.messaging.broker import flush
+
+        await flush(responder)
         reply = await request(caller, RevokeGrantsRequest(order_id="abcd", operator_id="o",
                                                           reason="r"), RevokeGrantsReply)
         assert reply.ok and reply.revoked == 4

@@ -56,3 +56,10 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
             except Exception:  # another process created it first; fall through to update
                 log.debug("stream_create_race", stream=spec.name)
         await js.update_stream(config)
+
+
+async def flush(broker: NatsBroker) -> None:
+    """Round-trip to the server so subscriptions made so far are live before we say "ready"."""
+    conn = broker.config.connection_state.connection  # type: ignore[attr-defined]
+    if conn is not None:
+        await conn.flush(timeout=5)

@@ -32,14 +32,13 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.contracts.envelope import Event
 from shared.contracts.streams import DEAD_LETTER_STREAM, dead_letter_subject, stream_for_subject
 from shared.messaging.inbox import claim_event
 from shared.observability import CORRELATION_HEADER, bind_correlation_id, get_logger
 
 log = get_logger(__name__)
 
-E = TypeVar("E", bound=Event)
+E = TypeVar("E", bound=BaseModel)
 
 HANDLED = Counter(
     "consumer_messages_total", "Messages handled by outcome", ["consumer", "outcome"]
@@ -150,7 +149,7 @@ def durable_consumer(
     if transactional and inbox is None:
         raise ValueError("a transactional consumer needs the service's inbox model")
     hard_cap = max(pol.max_deliveries, pol.not_visible_max_deliveries)
-    stream = stream_for_subject(subject)
+    stream = stream_for_subject(subject)  # "deadletter.>" maps to the DEADLETTER stream
 
     subscriber = broker.subscriber(
         subject,
@@ -193,16 +192,21 @@ def durable_consumer(
             await msg.ack()
             HANDLED.labels(durable, "poison").inc()
             return
-        bind_correlation_id(event.correlation_id)
-        structlog.contextvars.bind_contextvars(event_id=str(event.event_id))
+        # Events carry an envelope; a few streams (dead letters) carry plain records.
+        event_id: uuid.UUID | None = getattr(event, "event_id", None)
+        if cid := getattr(event, "correlation_id", None):
+            bind_correlation_id(cid)
+        structlog.contextvars.bind_contextvars(event_id=str(event_id))
         delivery = Delivery(subject=subject, attempt=attempt, stream_sequence=seq, headers=headers)
 
         try:
             if transactional:
                 assert session_factory is not None
+                if event_id is None:
+                    raise TypeError(f"{event_type.__name__} has no event_id for the inbox")
                 async with session_factory() as session, session.begin():
                     first_time = await claim_event(
-                        session, inbox, consumer=durable, event_id=event.event_id, subject=subject
+                        session, inbox, consumer=durable, event_id=event_id, subject=subject
                     )
                     if first_time:
                         await handler(session, event, delivery)  # type: ignore[call-arg,arg-type]
@@ -212,7 +216,7 @@ def durable_consumer(
                 await handler(event, delivery)  # type: ignore[call-arg,arg-type]
         except NotYetVisibleError as exc:
             if attempt >= pol.not_visible_max_deliveries:
-                await _give_up(broker, msg, durable, subject, body, attempt, seq, exc, event)
+                await _give_up(broker, msg, durable, subject, body, attempt, seq, exc, event_id)
                 return
             log.info("consumer_not_yet_visible", reason=str(exc), retry_after=exc.retry_after)
             await msg.nack(delay=exc.retry_after)
@@ -220,7 +224,7 @@ def durable_consumer(
             return
         except Exception as exc:
             if attempt >= pol.max_deliveries:
-                await _give_up(broker, msg, durable, subject, body, attempt, seq, exc, event)
+                await _give_up(broker, msg, durable, subject, body, attempt, seq, exc, event_id)
                 return
             delay = pol.delay_for(attempt)
             log.warning("consumer_retry", error=repr(exc)[:300], retry_in=delay)
@@ -237,12 +241,13 @@ def durable_consumer(
 
 async def _give_up(
     broker: NatsBroker, msg: NatsMessage, durable: str, subject: str, body: bytes,
-    attempt: int, seq: int, exc: BaseException, event: Event,
+    attempt: int, seq: int, exc: BaseException, event_id: uuid.UUID | None,
 ) -> None:
     log.error("consumer_dead_lettered", error=repr(exc)[:500], deliveries=attempt)
     try:
         await _dead_letter(broker, consumer=durable, subject=subject, body=body, attempt=attempt,
-                           seq=seq, error=repr(exc), event_id=str(event.event_id))
+                           seq=seq, error=repr(exc),
+                           event_id=str(event_id) if event_id else None)
     except Exception:
         # Cannot park it: leave it to redelivery rather than acking it into oblivion.
         await msg.nack(delay=5.0)
@@ -252,5 +257,3 @@ async def _give_up(
     HANDLED.labels(durable, "dead_lettered").inc()
 
 
-def new_event_id() -> uuid.UUID:
-    return uuid.uuid4()

@@ -1,0 +1,1 @@
+"""BitLoot web: storefront and admin console."""
