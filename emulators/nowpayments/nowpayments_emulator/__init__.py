@@ -5,6 +5,6 @@ serialiser and signature are a second, independent implementation that cross-che
 The app factory is `nowpayments_emulator.app:create_app`.
 """
 
-from nowpayments_emulator.config import EmulatorConfig
+from .config import EmulatorConfig
 
 __all__ = ["EmulatorConfig"]

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import uvicorn
 
-from nowpayments_emulator.app import create_app
-from nowpayments_emulator.config import DEFAULT_PORT, EmulatorConfig
+from .app import create_app
+from .config import DEFAULT_PORT, EmulatorConfig
 
 
 def main(argv: list[str] | None = None) -> None:

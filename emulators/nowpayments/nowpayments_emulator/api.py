@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from nowpayments_emulator.coins import COINS, Coin, usd_rate
-from nowpayments_emulator.responses import ProviderError, emulator_of, js_response
-from nowpayments_emulator.service import Emulator
-from nowpayments_emulator.signing import js_number
-from nowpayments_emulator.state import Invoice, Payment, iso
+from .coins import COINS, Coin, usd_rate
+from .responses import ProviderError, emulator_of, js_response
+from .service import Emulator
+from .signing import js_number
+from .state import Invoice, Payment, iso
 
 router = APIRouter(prefix="/v1")
 

@@ -9,10 +9,10 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 
-from nowpayments_emulator import api, control, hosted
-from nowpayments_emulator.config import EmulatorConfig
-from nowpayments_emulator.responses import ProviderError, error_response
-from nowpayments_emulator.service import Emulator
+from . import api, control, hosted
+from .config import EmulatorConfig
+from .responses import ProviderError, error_response
+from .service import Emulator
 
 
 def create_app(config: EmulatorConfig | None = None) -> FastAPI:

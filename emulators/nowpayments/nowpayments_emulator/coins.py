@@ -77,4 +77,6 @@ def fiat_value(amount: Decimal, coin: Coin, price_currency: str) -> Decimal:
 
 def make_address(coin: Coin, rng: random.Random) -> str:
     body_length = coin.address_length - len(coin.address_prefix)
-    return coin.address_prefix + "".join(rng.choice(coin.address_alphabet) for _ in range(body_length))
+    return coin.address_prefix + "".join(
+        rng.choice(coin.address_alphabet) for _ in range(body_length)
+    )

@@ -13,12 +13,12 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from nowpayments_emulator.coins import COINS
-from nowpayments_emulator.responses import emulator_of
-from nowpayments_emulator.scenarios import Scenario
-from nowpayments_emulator.service import Emulator
-from nowpayments_emulator.signing import js_number
-from nowpayments_emulator.state import (
+from .coins import COINS
+from .responses import emulator_of
+from .scenarios import Scenario
+from .service import Emulator
+from .signing import js_number
+from .state import (
     BehaviourPatch,
     Fault,
     Invoice,
@@ -104,7 +104,9 @@ def _payment(emulator: Emulator, payment_id: int) -> Payment:
     return payment
 
 
-def _behaviour_json(emulator: Emulator, patch: BehaviourPatch, invoice: Invoice | None) -> dict[str, Any]:
+def _behaviour_json(
+    emulator: Emulator, patch: BehaviourPatch, invoice: Invoice | None
+) -> dict[str, Any]:
     effective = asdict(emulator.behaviour_for(invoice, None))
     effective["drop_statuses"] = sorted(effective["drop_statuses"])
     return {"behaviour": patch.model_dump(exclude_none=True), "effective": effective}
@@ -251,7 +253,9 @@ async def push_status(payment_id: int, body: StatusPush, request: Request) -> di
 
 
 @router.post("/payments/{payment_id}/resend")
-async def resend(payment_id: int, request: Request, body: BehaviourPatch | None = None) -> dict[str, Any]:
+async def resend(
+    payment_id: int, request: Request, body: BehaviourPatch | None = None
+) -> dict[str, Any]:
     """Deliver the payment's current state again, unchanged (same body, same signature)."""
     emulator = emulator_of(request)
     payment = _payment(emulator, payment_id)
@@ -309,7 +313,11 @@ async def ipn_log(
 
 
 def _ipn_state(emulator: Emulator, idle: bool) -> dict[str, Any]:
-    return {"idle": idle, "pending": emulator.dispatcher.pending, "attempts": len(emulator.dispatcher.log)}
+    return {
+        "idle": idle,
+        "pending": emulator.dispatcher.pending,
+        "attempts": len(emulator.dispatcher.log),
+    }
 
 
 @router.get("/ipn/status")
@@ -320,11 +328,11 @@ async def ipn_status(request: Request) -> dict[str, Any]:
 
 @router.post("/ipn/wait-idle", response_model=None)
 async def wait_idle(
-    request: Request, timeout: Annotated[float, Query(gt=0, le=300)] = 10.0
+    request: Request, within: Annotated[float, Query(alias="timeout", gt=0, le=300)] = 10.0
 ) -> dict[str, Any] | JSONResponse:
     """Block until every playback and retry is done, so tests await a condition, not a sleep."""
     emulator = emulator_of(request)
-    idle = await emulator.dispatcher.wait_idle(timeout)
+    idle = await emulator.dispatcher.wait_idle(within)
     if not idle:
         return JSONResponse(_ipn_state(emulator, False), status_code=408)
     return _ipn_state(emulator, True)

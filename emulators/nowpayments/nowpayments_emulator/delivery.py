@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import httpx
 
-from nowpayments_emulator.config import EmulatorConfig
-from nowpayments_emulator.scenarios import Step
-from nowpayments_emulator.signing import SIGNATURE_HEADER, encode_ipn, sign
-from nowpayments_emulator.state import FINAL_STATUSES, Behaviour, Payment, iso, now
+from .config import EmulatorConfig
+from .scenarios import Step
+from .signing import SIGNATURE_HEADER, encode_ipn, sign
+from .state import FINAL_STATUSES, Behaviour, Payment, iso, now
 
 USER_AGENT = "NOWPayments-IPN/1.0 (+https://nowpayments.io; bitloot-emulator)"
 _LOG_LIMIT = 10_000
@@ -93,10 +93,10 @@ class IpnDispatcher:
     def pending(self) -> int:
         return len(self._tasks)
 
-    async def wait_idle(self, timeout: float) -> bool:
-        """True once no playback or retry is left, False if that took longer than `timeout`."""
+    async def wait_idle(self, within: float) -> bool:
+        """True once no playback or retry is left, False if that took longer than `within` s."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._idle.wait(), within)
         except TimeoutError:
             return False
         return True
@@ -278,8 +278,10 @@ class IpnDispatcher:
     def push(self, payment: Payment, behaviour: Behaviour, *, send_ipn: bool) -> None:
         """Deliver the payment's current state (already applied by the caller) in the background."""
         ipn = self.snapshot(payment)
-        if not send_ipn or ipn.payment_status in behaviour.drop_statuses or (
-            behaviour.drop_final and ipn.payment_status in FINAL_STATUSES
+        if (
+            not send_ipn
+            or ipn.payment_status in behaviour.drop_statuses
+            or (behaviour.drop_final and ipn.payment_status in FINAL_STATUSES)
         ):
             self.record_dropped(ipn)
             return

@@ -14,12 +14,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from nowpayments_emulator.coins import COINS, pay_amount_for
-from nowpayments_emulator.responses import emulator_of
-from nowpayments_emulator.scenarios import SCENARIOS, Scenario, final_status, is_final
-from nowpayments_emulator.service import Emulator
-from nowpayments_emulator.signing import js_number
-from nowpayments_emulator.state import Invoice, Payment, iso
+from .coins import COINS, pay_amount_for
+from .responses import emulator_of
+from .scenarios import SCENARIOS, Scenario, final_status, is_final
+from .service import Emulator
+from .signing import js_number
+from .state import Invoice, Payment, iso
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")

@@ -6,8 +6,8 @@ from typing import cast
 
 from fastapi import Request, Response
 
-from nowpayments_emulator.service import Emulator
-from nowpayments_emulator.signing import dumps_js
+from .service import Emulator
+from .signing import dumps_js
 
 
 class ProviderError(Exception):

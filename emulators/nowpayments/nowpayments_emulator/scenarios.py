@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from nowpayments_emulator.state import FINAL_STATUSES, Payment
+from .state import FINAL_STATUSES, Payment
 
 Scenario = Literal["full", "underpay", "overpay", "expire", "fail"]
 

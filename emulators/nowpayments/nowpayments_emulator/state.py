@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nowpayments_emulator.coins import COINS, Coin, fiat_value, make_address, pay_amount_for
-from nowpayments_emulator.config import EmulatorConfig
+from .coins import COINS, Coin, fiat_value, make_address, pay_amount_for
+from .config import EmulatorConfig
 
 PaymentStatus = Literal[
     "waiting",
@@ -111,7 +111,9 @@ class Fault(BaseModel):
 
 def iso(moment: datetime) -> str:
     """The provider's timestamp form: ISO 8601, milliseconds, Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def now() -> datetime:
@@ -296,7 +298,9 @@ class Store:
         created = now()
         invoice = Invoice(
             id=self.new_id(),
-            token_id="".join(self._rng.choice(string.ascii_letters + string.digits) for _ in range(9)),
+            token_id="".join(
+                self._rng.choice(string.ascii_letters + string.digits) for _ in range(9)
+            ),
             price_amount=price_amount,
             price_currency=price_currency,
             pay_currency=pay_currency,
