@@ -34,6 +34,8 @@ class IpnReceived(Event):
     provider_updated_at: int | None = None  # epoch ms, as sent
     received_at: datetime
     payload: dict[str, Any] = Field(default_factory=dict)  # parsed body, numbers as text
+    raw_body: str | None = None  # exactly as received (admin shows it); bounded by the 64 KiB cap
+    headers: dict[str, str] = Field(default_factory=dict)  # secrets stripped
     replay: bool = False
     replayed_by: str | None = None
     replay_reason: str | None = None
