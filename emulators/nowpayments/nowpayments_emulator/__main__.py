@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from dataclasses import replace
 
@@ -18,8 +19,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
     args = parser.parse_args(argv)
+    # uvicorn configures only its own loggers; this makes each IPN attempt visible too.
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # our own IPN line says more
     config = EmulatorConfig.from_env()
     if "EMULATOR_PUBLIC_URL" not in os.environ:
         # Links must point at where we actually listen, not at the default port.

@@ -8,6 +8,7 @@ does not answer 2xx within the callback timeout.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import deque
@@ -21,6 +22,8 @@ from .config import EmulatorConfig
 from .scenarios import Step
 from .signing import SIGNATURE_HEADER, encode_ipn, sign
 from .state import FINAL_STATUSES, Behaviour, Payment, iso, now
+
+logger = logging.getLogger("nowpayments_emulator.ipn")
 
 USER_AGENT = "NOWPayments-IPN/1.0 (+https://nowpayments.io; bitloot-emulator)"
 _LOG_LIMIT = 10_000
@@ -144,6 +147,15 @@ class IpnDispatcher:
         will_retry: bool = False,
     ) -> None:
         self._seq += 1
+        logger.info(
+            "IPN payment=%s status=%s copy=%s attempt=%s -> %s%s",
+            ipn.payment_id,
+            ipn.payment_status,
+            copy,
+            attempt,
+            outcome,
+            f" {status_code}" if status_code is not None else "",
+        )
         self.log.append(
             AttemptRecord(
                 seq=self._seq,
@@ -247,7 +259,12 @@ class IpnDispatcher:
             if index:
                 await asyncio.sleep(behaviour.step_delay)
             # State moves on even when the IPN is lost: GET /v1/payment must show the truth.
-            payment.apply(step.status, step.actually_paid)
+            if index or (step.status, step.actually_paid) != (
+                payment.payment_status,
+                payment.actually_paid,
+            ):
+                # A new payment is already `waiting`; its first IPN announces that, unchanged.
+                payment.apply(step.status, step.actually_paid)
             ipn = self.snapshot(payment)
             is_last = index == len(steps) - 1
             if step.status in behaviour.drop_statuses or (
