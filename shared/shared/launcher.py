@@ -229,7 +229,8 @@ class Launcher:
 
     def spawn(self, name: str, argv: list[str], ready_url: str | None, env: dict[str, str],
               tcp_port: int | None = None) -> Child:
-        child = Child(name, argv, ready_url, dict(env), self.home / "logs" / f"{name}.log")
+        child_env = {**env, "BITLOOT_COMPONENT": name}  # lets tests find (and kill) one component
+        child = Child(name, argv, ready_url, child_env, self.home / "logs" / f"{name}.log")
         child.start()
         self.children.append(child)
         self.record_children()
