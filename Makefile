@@ -18,7 +18,7 @@ lint: setup
 	$(UV) run --frozen ruff format --check .
 
 typecheck: setup
-	$(UV) run --frozen mypy shared services emulators/nowpayments
+	$(UV) run --frozen mypy shared/shared services/orders/orders services/payments/payments services/webhooks/webhooks services/fulfillment/fulfillment services/admin/admin emulators/nowpayments/nowpayments_emulator web/web
 
 imports: setup
 	$(UV) run --frozen lint-imports

@@ -102,7 +102,10 @@ class Child:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(  # noqa: S603 - argv is ours
-            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.last_start = time.monotonic()
@@ -190,14 +193,22 @@ class Launcher:
             self.nats_proc = start_nats(self.home / "nats", nats_port, monitor, logs / "nats.log")
             wait_until(lambda: port_open("127.0.0.1", nats_port), 30, "nats")
             env["NATS_URL"] = f"nats://127.0.0.1:{nats_port}"
-            say(f"  nats         ready     nats://127.0.0.1:{nats_port} (JetStream, monitor :{monitor})")
+            say(
+                f"  nats         ready     nats://127.0.0.1:{nats_port} "
+                f"(JetStream, monitor :{monitor})"
+            )
 
         if "S3_ENDPOINT_URL" in os.environ:
             say(f"  s3           external  {os.environ['S3_ENDPOINT_URL']}")
         else:
             s3_port = int(os.environ.get("BITLOOT_S3_PORT", "9000"))
-            self.spawn("s3", [sys.executable, "-m", "shared.devstack.s3", "--port", str(s3_port)],
-                       None, env, tcp_port=s3_port)
+            self.spawn(
+                "s3",
+                [sys.executable, "-m", "shared.devstack.s3", "--port", str(s3_port)],
+                None,
+                env,
+                tcp_port=s3_port,
+            )
             env["S3_ENDPOINT_URL"] = f"http://127.0.0.1:{s3_port}"
 
         if "SMTP_URL" in os.environ:
@@ -205,9 +216,21 @@ class Launcher:
         else:
             smtp_port = int(os.environ.get("BITLOOT_SMTP_PORT", "1025"))
             maildir = self.home / "mail"
-            self.spawn("smtp", [sys.executable, "-m", "shared.devstack.smtp_capture",
-                                "--port", str(smtp_port), "--maildir", str(maildir)],
-                       None, env, tcp_port=smtp_port)
+            self.spawn(
+                "smtp",
+                [
+                    sys.executable,
+                    "-m",
+                    "shared.devstack.smtp_capture",
+                    "--port",
+                    str(smtp_port),
+                    "--maildir",
+                    str(maildir),
+                ],
+                None,
+                env,
+                tcp_port=smtp_port,
+            )
             env["SMTP_URL"] = f"smtp://127.0.0.1:{smtp_port}"
             env["DEV_MAILDIR"] = str(maildir)
 
@@ -227,8 +250,14 @@ class Launcher:
 
     # -- processes ----------------------------------------------------------------------------
 
-    def spawn(self, name: str, argv: list[str], ready_url: str | None, env: dict[str, str],
-              tcp_port: int | None = None) -> Child:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        ready_url: str | None,
+        env: dict[str, str],
+        tcp_port: int | None = None,
+    ) -> Child:
         child_env = {**env, "BITLOOT_COMPONENT": name}  # lets tests find (and kill) one component
         child = Child(name, argv, ready_url, child_env, self.home / "logs" / f"{name}.log")
         child.start()
@@ -240,32 +269,56 @@ class Launcher:
         return child
 
     def start_apps(self, env: dict[str, str]) -> None:
-        uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "--host", "127.0.0.1",
-                   "--no-access-log", "--loop", "uvloop", "--timeout-graceful-shutdown", "3"]
+        uvicorn = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--no-access-log",
+            "--loop",
+            "uvloop",
+            "--timeout-graceful-shutdown",
+            "3",
+        ]
         pending: list[tuple[Child, str]] = []
         if installed("nowpayments_emulator"):
             port = int(env.get("EMULATOR_PORT", EMULATOR_PORT))
-            child = self.spawn("emulator", [*uvicorn, "--port", str(port),
-                                            "nowpayments_emulator.app:create_app"],
-                               f"http://127.0.0.1:{port}/v1/status", env)
+            child = self.spawn(
+                "emulator",
+                [*uvicorn, "--port", str(port), "nowpayments_emulator.app:create_app"],
+                f"http://127.0.0.1:{port}/v1/status",
+                env,
+            )
             pending.append((child, f"http://127.0.0.1:{port}  (NOWPayments emulator)"))
         for service in SERVICES:
             if not installed(service.package):
                 continue
             port = _service_port(service.name, "PORT", service.port)
             wport = _service_port(service.name, "WORKER_PORT", service.worker_port)
-            api = self.spawn(f"{service.name}-api",
-                             [*uvicorn, "--port", str(port), service.api_factory],
-                             f"http://127.0.0.1:{port}/ready", env)
+            api = self.spawn(
+                f"{service.name}-api",
+                [*uvicorn, "--port", str(port), service.api_factory],
+                f"http://127.0.0.1:{port}/ready",
+                env,
+            )
             pending.append((api, f"http://127.0.0.1:{port}"))
-            worker = self.spawn(f"{service.name}-worker",
-                                [*uvicorn, "--port", str(wport), service.worker_factory],
-                                f"http://127.0.0.1:{wport}/ready", env)
+            worker = self.spawn(
+                f"{service.name}-worker",
+                [*uvicorn, "--port", str(wport), service.worker_factory],
+                f"http://127.0.0.1:{wport}/ready",
+                env,
+            )
             pending.append((worker, f"127.0.0.1:{wport} (health/metrics)"))
         if installed("web"):
             port = int(env.get("WEB_PORT", WEB_PORT))
-            web = self.spawn("web", [*uvicorn, "--port", str(port), "web.main:create_app"],
-                             f"http://127.0.0.1:{port}/health", env)
+            web = self.spawn(
+                "web",
+                [*uvicorn, "--port", str(port), "web.main:create_app"],
+                f"http://127.0.0.1:{port}/health",
+                env,
+            )
             pending.append((web, f"http://127.0.0.1:{port}  (storefront, /admin console)"))
         for child, url in pending:
             assert child.ready_url is not None
@@ -295,7 +348,7 @@ class Launcher:
             for child in self.children:
                 if self.stopping or child.alive():
                     continue
-                if time.monotonic() - child.last_start < min(2 ** child.restarts, 30):
+                if time.monotonic() - child.last_start < min(2**child.restarts, 30):
                     continue
                 code = child.proc.returncode if child.proc else None
                 say(f"  {child.name} exited ({code}); restarting (see {child.log_path})")
@@ -361,8 +414,9 @@ def base_env(home: Path) -> dict[str, str]:
     ports = {s.name: _service_port(s.name, "PORT", s.port) for s in SERVICES}
     env.setdefault("NOWPAYMENTS_BASE", f"http://127.0.0.1:{emulator}/v1")
     env.setdefault("EMULATOR_PUBLIC_URL", f"http://127.0.0.1:{emulator}")
-    env.setdefault("NOWPAYMENTS_CALLBACK_URL",
-                   f"http://127.0.0.1:{ports['webhooks']}/webhooks/nowpayments")
+    env.setdefault(
+        "NOWPAYMENTS_CALLBACK_URL", f"http://127.0.0.1:{ports['webhooks']}/webhooks/nowpayments"
+    )
     env.setdefault("STOREFRONT_URL", f"http://127.0.0.1:{web}")
     env.setdefault("ORDERS_URL", f"http://127.0.0.1:{ports['orders']}")
     env.setdefault("ADMIN_URL", f"http://127.0.0.1:{ports['admin']}")
@@ -372,10 +426,14 @@ def base_env(home: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bitloot dev", description=__doc__)
-    parser.add_argument("--home", type=Path,
-                        default=Path(os.environ.get("BITLOOT_HOME", ".local")).absolute())
-    parser.add_argument("--infra-only", action="store_true",
-                        help="start only Postgres, NATS, S3 and SMTP (and prepare them)")
+    parser.add_argument(
+        "--home", type=Path, default=Path(os.environ.get("BITLOOT_HOME", ".local")).absolute()
+    )
+    parser.add_argument(
+        "--infra-only",
+        action="store_true",
+        help="start only Postgres, NATS, S3 and SMTP (and prepare them)",
+    )
     args = parser.parse_args(argv)
     home: Path = args.home.absolute()
     launcher = Launcher(home)

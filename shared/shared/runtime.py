@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +29,7 @@ from shared.settings import ServiceSettings
 
 log = get_logger(__name__)
 
-BackgroundJob = Callable[["ServiceContext"], Awaitable[None]]
+BackgroundJob = Callable[["ServiceContext"], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -55,7 +55,7 @@ class ServiceContext:
         await ping(self.engine)
 
     async def check_nats(self) -> None:
-        conn = self.broker.config.connection_state.connection  # type: ignore[attr-defined]
+        conn = self.broker.config.connection_state.connection
         if conn is None or not conn.is_connected:
             raise ConnectionError("NATS is not connected")
 
@@ -70,8 +70,9 @@ def build_context(name: str, settings: ServiceSettings, outbox: Any | None) -> S
     )
     sessions = make_session_factory(engine)
     broker = make_broker(settings.nats_url, name=name)
-    ctx = ServiceContext(name=name, settings=settings, engine=engine, sessions=sessions,
-                         broker=broker)
+    ctx = ServiceContext(
+        name=name, settings=settings, engine=engine, sessions=sessions, broker=broker
+    )
     if outbox is not None:
         ctx.relay = OutboxRelay(
             name=name,
@@ -91,7 +92,7 @@ async def _connect_broker(ctx: ServiceContext) -> None:
     while True:
         try:
             await ctx.broker.connect()
-            js = ctx.broker.config.connection_state.stream  # type: ignore[attr-defined]
+            js = ctx.broker.config.connection_state.stream
             await ensure_streams(js)
             return
         except Exception as exc:

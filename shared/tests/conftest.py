@@ -6,14 +6,13 @@ from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import pytest
-from sqlalchemy import Integer, String, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
 from shared.contracts.envelope import Event
 from shared.db import create_engine, make_metadata, make_session_factory
 from shared.messaging import InboxMixin, OutboxMixin
 from shared.testing.plugin import Infra
+from sqlalchemy import Integer, String, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "platform_test"
 
@@ -46,7 +45,9 @@ class PingHappened(Event):
 
 
 @pytest.fixture
-async def platform_db(clean_infra: Infra) -> AsyncIterator[tuple[AsyncEngine, async_sessionmaker[AsyncSession]]]:
+async def platform_db(
+    clean_infra: Infra,
+) -> AsyncIterator[tuple[AsyncEngine, async_sessionmaker[AsyncSession]]]:
     engine = create_engine(clean_infra.database_url, pool_size=5)
     async with engine.begin() as conn:
         await conn.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))

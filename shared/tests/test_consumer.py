@@ -8,17 +8,18 @@ import time
 import nats
 import pytest
 from nats.js.api import ConsumerConfig
-from sqlalchemy import func, select
-
 from shared.contracts.streams import dead_letter_subject
 from shared.messaging import ConsumerPolicy, DeadLetter, durable_consumer
 from shared.messaging.broker import make_broker
 from shared.testing import wait_for
+from sqlalchemy import func, select
 
 from .conftest import Effect, Inbox, PingHappened
 
 
-async def publish_raw(nats_url: str, subject: str, payload: bytes, msg_id: str | None = None) -> None:
+async def publish_raw(
+    nats_url: str, subject: str, payload: bytes, msg_id: str | None = None
+) -> None:
     nc = await nats.connect(nats_url)
     try:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
@@ -31,11 +32,12 @@ async def dead_letters(nats_url: str, consumer: str) -> list[DeadLetter]:
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        sub = await js.pull_subscribe(dead_letter_subject(consumer),
-                                      config=ConsumerConfig(inactive_threshold=5))
+        sub = await js.pull_subscribe(
+            dead_letter_subject(consumer), config=ConsumerConfig(inactive_threshold=5)
+        )
         try:
             msgs = await sub.fetch(10, timeout=0.5)
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             return []
         return [DeadLetter.model_validate_json(m.data) for m in msgs]
     finally:
@@ -58,17 +60,25 @@ async def test_same_event_twice_and_concurrently_has_one_effect(platform_db, cle
         session.add(Effect(note=event.note))
         await asyncio.sleep(0.05)  # widen the window in which a duplicate can race us
 
-    durable_consumer(broker, subject=PingHappened.SUBJECT, durable="inbox-test",
-                     event_type=PingHappened, handler=handler, session_factory=sessions,
-                     inbox=Inbox)
+    durable_consumer(
+        broker,
+        subject=PingHappened.SUBJECT,
+        durable="inbox-test",
+        event_type=PingHappened,
+        handler=handler,
+        session_factory=sessions,
+        inbox=Inbox,
+    )
     await broker.start()
     try:
         event = PingHappened(note="x")
         body = event.model_dump_json().encode()
         # distinct msg ids so JetStream's dedup does not hide the duplicates from us
-        await asyncio.gather(*(publish_raw(clean_infra.nats_url, event.SUBJECT, body, f"m{i}")
-                               for i in range(5)))
+        await asyncio.gather(
+            *(publish_raw(clean_infra.nats_url, event.SUBJECT, body, f"m{i}") for i in range(5))
+        )
         await wait_for(lambda: entered >= 1, timeout=10)
+
         async def all_acked() -> bool:
             nc = await nats.connect(clean_infra.nats_url)
             try:
@@ -76,6 +86,7 @@ async def test_same_event_twice_and_concurrently_has_one_effect(platform_db, cle
                 return info.num_ack_pending == 0 and info.num_pending == 0
             finally:
                 await nc.close()
+
         await wait_for(all_acked, timeout=10)
         assert await count_effects(sessions) == 1
         async with sessions() as session:
@@ -97,15 +108,23 @@ async def test_concurrent_duplicates_through_two_replicas(platform_db, clean_inf
         await asyncio.sleep(0.05)
 
     for b in brokers:
-        durable_consumer(b, subject=PingHappened.SUBJECT, durable="replicas", event_type=PingHappened,
-                         handler=handler, session_factory=sessions, inbox=Inbox)
+        durable_consumer(
+            b,
+            subject=PingHappened.SUBJECT,
+            durable="replicas",
+            event_type=PingHappened,
+            handler=handler,
+            session_factory=sessions,
+            inbox=Inbox,
+        )
     for b in brokers:
         await b.start()
     try:
         event = PingHappened(note="y")
         body = event.model_dump_json().encode()
-        await asyncio.gather(*(publish_raw(clean_infra.nats_url, event.SUBJECT, body, f"r{i}")
-                               for i in range(10)))
+        await asyncio.gather(
+            *(publish_raw(clean_infra.nats_url, event.SUBJECT, body, f"r{i}") for i in range(10))
+        )
         await wait_for(lambda: calls >= 1, timeout=10)
 
         async def drained() -> bool:
@@ -132,8 +151,14 @@ async def test_failing_handler_is_redelivered_with_backoff_then_dead_lettered(cl
         raise RuntimeError("boom")
 
     policy = ConsumerPolicy(max_deliveries=3, backoff=(0.2, 0.6), not_visible_max_deliveries=3)
-    durable_consumer(broker, subject=PingHappened.SUBJECT, durable="failing",
-                     event_type=PingHappened, handler=handler, policy=policy)
+    durable_consumer(
+        broker,
+        subject=PingHappened.SUBJECT,
+        durable="failing",
+        event_type=PingHappened,
+        handler=handler,
+        policy=policy,
+    )
     await broker.start()
     try:
         event = PingHappened(note="z")
@@ -157,8 +182,13 @@ async def test_unparseable_body_is_dead_lettered_at_once(clean_infra):
         nonlocal called
         called = True
 
-    durable_consumer(broker, subject=PingHappened.SUBJECT, durable="poison",
-                     event_type=PingHappened, handler=handler)
+    durable_consumer(
+        broker,
+        subject=PingHappened.SUBJECT,
+        durable="poison",
+        event_type=PingHappened,
+        handler=handler,
+    )
     await broker.start()
     try:
         await publish_raw(clean_infra.nats_url, PingHappened.SUBJECT, b"{not json")
@@ -183,14 +213,21 @@ async def test_request_reply_round_trip_and_unavailable(clean_infra):
     await caller.connect()
     try:
         with pytest.raises(ServiceUnavailableError):
-            await request(caller, RevokeGrantsRequest(order_id="abc", operator_id="o", reason="r"),
-                          RevokeGrantsReply, timeout=0.5)
+            await request(
+                caller,
+                RevokeGrantsRequest(order_id="abc", operator_id="o", reason="r"),
+                RevokeGrantsReply,
+                timeout=0.5,
+            )
         await responder.start()
         from shared.messaging.broker import flush
 
         await flush(responder)
-        reply = await request(caller, RevokeGrantsRequest(order_id="abcd", operator_id="o",
-                                                          reason="r"), RevokeGrantsReply)
+        reply = await request(
+            caller,
+            RevokeGrantsRequest(order_id="abcd", operator_id="o", reason="r"),
+            RevokeGrantsReply,
+        )
         assert reply.ok and reply.revoked == 4
     finally:
         await responder.stop()

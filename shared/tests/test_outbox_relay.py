@@ -8,12 +8,11 @@ import uuid
 import nats
 import pytest
 from nats.js.api import ConsumerConfig
-from sqlalchemy import func, select
-
 from shared.messaging import OutboxRelay, add_to_outbox
 from shared.messaging.broker import make_broker
 from shared.messaging.outbox import jetstream_publisher
 from shared.testing import wait_for
+from sqlalchemy import func, select
 
 from .conftest import Outbox, PingHappened
 
@@ -31,7 +30,7 @@ async def stream_messages(nats_url: str, subject: str) -> list[bytes]:
         while True:
             try:
                 msgs = await sub.fetch(100, timeout=0.3)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 break
             for m in msgs:
                 out.append(m.data)
@@ -50,22 +49,29 @@ async def broker(clean_infra):
 
 
 def relay_for(sessions, broker, database_url=None, **kw) -> OutboxRelay:
-    return OutboxRelay(name="test", session_factory=sessions, outbox=Outbox,
-                       publish=jetstream_publisher(broker), database_url=database_url, **kw)
+    return OutboxRelay(
+        name="test",
+        session_factory=sessions,
+        outbox=Outbox,
+        publish=jetstream_publisher(broker),
+        database_url=database_url,
+        **kw,
+    )
 
 
 async def test_rolled_back_transaction_publishes_nothing(platform_db, broker, clean_infra):
     _, sessions = platform_db
-    async with sessions() as session:
-        async with session.begin():
-            await add_to_outbox(session, Outbox, PingHappened(note="never"))
-            await session.rollback()
+    async with sessions() as session, session.begin():
+        await add_to_outbox(session, Outbox, PingHappened(note="never"))
+        await session.rollback()
     relay = relay_for(sessions, broker)
     assert await relay.publish_pending() == 0
     assert await stream_messages(clean_infra.nats_url, PingHappened.SUBJECT) == []
 
 
-async def test_commit_publishes_once_even_if_relay_dies_before_marking(platform_db, broker, clean_infra):
+async def test_commit_publishes_once_even_if_relay_dies_before_marking(
+    platform_db, broker, clean_infra
+):
     _, sessions = platform_db
     event = PingHappened(note="once")
     async with sessions() as session, session.begin():
@@ -95,7 +101,7 @@ async def test_two_relays_do_not_double_publish(platform_db, broker, clean_infra
     events = [PingHappened(note=str(i)) for i in range(300)]
     for chunk in range(0, 300, 50):
         async with sessions() as session, session.begin():
-            for e in events[chunk:chunk + 50]:
+            for e in events[chunk : chunk + 50]:
                 await add_to_outbox(session, Outbox, e)
     seen: list[uuid.UUID] = []
     a, b = relay_for(sessions, broker, batch_size=20), relay_for(sessions, broker, batch_size=20)
@@ -114,7 +120,9 @@ async def test_two_relays_do_not_double_publish(platform_db, broker, clean_infra
     assert sorted(seen) == sorted(e.event_id for e in events)
 
 
-async def test_relay_wakes_on_commit_without_waiting_for_the_sweep(platform_db, broker, clean_infra):
+async def test_relay_wakes_on_commit_without_waiting_for_the_sweep(
+    platform_db, broker, clean_infra
+):
     _, sessions = platform_db
     relay = relay_for(sessions, broker, database_url=clean_infra.database_url, sweep_seconds=30)
     await relay.start()
@@ -128,8 +136,9 @@ async def test_relay_wakes_on_commit_without_waiting_for_the_sweep(platform_db, 
 
         async def published() -> bool:
             async with sessions() as session:
-                return bool(await session.scalar(
-                    select(func.count()).where(Outbox.sent_at.is_not(None))))
+                return bool(
+                    await session.scalar(select(func.count()).where(Outbox.sent_at.is_not(None)))
+                )
 
         await wait_for(published, timeout=5, message="relay woke on NOTIFY")
     finally:

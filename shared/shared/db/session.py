@@ -13,7 +13,9 @@ class DatabaseUnavailableError(RuntimeError):
     """The database cannot be reached right now; callers answer 503 or retry."""
 
 
-def create_engine(url: str, *, pool_size: int = 10, application_name: str = "bitloot") -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, application_name: str = "bitloot"
+) -> AsyncEngine:
     return _create_async_engine(
         url,
         pool_size=pool_size,

@@ -28,18 +28,21 @@ def write_config(data_dir: Path, port: int, monitor_port: int, sync_always: bool
         f"http: 127.0.0.1:{monitor_port}\n"
         "max_payload: 1MB\n"
         "jetstream {\n"
-        f"  store_dir: \"{data_dir}\"\n"
+        f'  store_dir: "{data_dir}"\n'
         f"{sync}"
         "}\n"
     )
     return conf
 
 
-def start_nats(data_dir: Path, port: int, monitor_port: int, log_file: Path,
-               sync_always: bool = True) -> subprocess.Popen[bytes]:
+def start_nats(
+    data_dir: Path, port: int, monitor_port: int, log_file: Path, sync_always: bool = True
+) -> subprocess.Popen[bytes]:
     conf = write_config(data_dir, port, monitor_port, sync_always)
     log = log_file.open("ab")
     return subprocess.Popen(  # noqa: S603 - our own binary and config
-        [nats_server_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+        [nats_server_binary(), "-c", str(conf)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )

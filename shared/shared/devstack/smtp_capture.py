@@ -18,14 +18,14 @@ from aiosmtpd.handlers import Mailbox
 
 
 class _CRLFMailbox(Mailbox):
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         return str(await super().handle_DATA(server, session, envelope))
 
 
 def start_capture(maildir: Path, host: str, port: int) -> Controller:
     maildir.mkdir(parents=True, exist_ok=True)
     mailbox.Maildir(str(maildir), create=True)
-    controller = Controller(_CRLFMailbox(str(maildir)), hostname=host, port=port)
+    controller = Controller(_CRLFMailbox(maildir), hostname=host, port=port)
     controller.start()
     return controller
 

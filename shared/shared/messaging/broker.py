@@ -20,7 +20,7 @@ def make_broker(nats_url: str, *, name: str) -> NatsBroker:
         nats_url,
         name=name,
         max_reconnect_attempts=-1,  # keep trying forever: NATS restarts must not kill workers
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=1,
         connect_timeout=3,
         logger=None,
     )
@@ -60,6 +60,6 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
 
 async def flush(broker: NatsBroker) -> None:
     """Round-trip to the server so subscriptions made so far are live before we say "ready"."""
-    conn = broker.config.connection_state.connection  # type: ignore[attr-defined]
+    conn = broker.config.connection_state.connection
     if conn is not None:
         await conn.flush(timeout=5)

@@ -40,9 +40,7 @@ log = get_logger(__name__)
 
 E = TypeVar("E", bound=BaseModel)
 
-HANDLED = Counter(
-    "consumer_messages_total", "Messages handled by outcome", ["consumer", "outcome"]
-)
+HANDLED = Counter("consumer_messages_total", "Messages handled by outcome", ["consumer", "outcome"])
 HANDLE_SECONDS = Histogram(
     "consumer_handle_seconds",
     "Handler time per message",
@@ -106,8 +104,15 @@ def _metadata(msg: NatsMessage) -> tuple[int, int]:
 
 
 async def _dead_letter(
-    broker: NatsBroker, *, consumer: str, subject: str, body: bytes, attempt: int, seq: int,
-    error: str, event_id: str | None,
+    broker: NatsBroker,
+    *,
+    consumer: str,
+    subject: str,
+    body: bytes,
+    attempt: int,
+    seq: int,
+    error: str,
+    event_id: str | None,
 ) -> None:
     letter = DeadLetter(
         consumer=consumer,
@@ -186,9 +191,16 @@ def durable_consumer(
             event = event_type.model_validate_json(body)
         except ValidationError as exc:
             log.error("consumer_poison_message", error=str(exc)[:500])
-            await _dead_letter(broker, consumer=durable, subject=subject, body=body,
-                               attempt=attempt, seq=seq, error=f"invalid body: {exc}",
-                               event_id=headers.get("Nats-Msg-Id"))
+            await _dead_letter(
+                broker,
+                consumer=durable,
+                subject=subject,
+                body=body,
+                attempt=attempt,
+                seq=seq,
+                error=f"invalid body: {exc}",
+                event_id=headers.get("Nats-Msg-Id"),
+            )
             await msg.ack()
             HANDLED.labels(durable, "poison").inc()
             return
@@ -240,14 +252,28 @@ def durable_consumer(
 
 
 async def _give_up(
-    broker: NatsBroker, msg: NatsMessage, durable: str, subject: str, body: bytes,
-    attempt: int, seq: int, exc: BaseException, event_id: uuid.UUID | None,
+    broker: NatsBroker,
+    msg: NatsMessage,
+    durable: str,
+    subject: str,
+    body: bytes,
+    attempt: int,
+    seq: int,
+    exc: BaseException,
+    event_id: uuid.UUID | None,
 ) -> None:
     log.error("consumer_dead_lettered", error=repr(exc)[:500], deliveries=attempt)
     try:
-        await _dead_letter(broker, consumer=durable, subject=subject, body=body, attempt=attempt,
-                           seq=seq, error=repr(exc),
-                           event_id=str(event_id) if event_id else None)
+        await _dead_letter(
+            broker,
+            consumer=durable,
+            subject=subject,
+            body=body,
+            attempt=attempt,
+            seq=seq,
+            error=repr(exc),
+            event_id=str(event_id) if event_id else None,
+        )
     except Exception:
         # Cannot park it: leave it to redelivery rather than acking it into oblivion.
         await msg.nack(delay=5.0)
@@ -255,5 +281,3 @@ async def _give_up(
         return
     await msg.ack()
     HANDLED.labels(durable, "dead_lettered").inc()
-
-

@@ -121,9 +121,7 @@ async def add_to_outbox(session: AsyncSession, outbox: Any, event: Event) -> Non
             headers=_event_headers(event),
         )
     )
-    await session.execute(
-        select(func.pg_notify(notify_channel(str(table.schema)), ""))
-    )
+    await session.execute(select(func.pg_notify(notify_channel(str(table.schema)), "")))
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
@@ -167,7 +165,9 @@ class OutboxRelay:
         self._stopping = False
         self._tasks.append(asyncio.create_task(self._run(), name=f"outbox-relay-{self.name}"))
         if self._dsn:
-            self._tasks.append(asyncio.create_task(self._listen(), name=f"outbox-listen-{self.name}"))
+            self._tasks.append(
+                asyncio.create_task(self._listen(), name=f"outbox-listen-{self.name}")
+            )
 
     async def stop(self) -> None:
         self._stopping = True
@@ -217,8 +217,12 @@ class OutboxRelay:
         PUBLISHED.labels(self.name).inc(len(sent_ids))
         if failed:
             PUBLISH_ERRORS.labels(self.name).inc(len(failed))
-            log.warning("outbox_publish_failed", relay=self.name, failed=len(failed),
-                        error=repr(failed[0][1])[:200])
+            log.warning(
+                "outbox_publish_failed",
+                relay=self.name,
+                failed=len(failed),
+                error=repr(failed[0][1])[:200],
+            )
             raise RuntimeError(f"{len(failed)} outbox publishes failed")
         return len(sent_ids)
 
@@ -238,8 +242,9 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS or Postgres down: nothing is lost, rows stay pending
-                log.warning("outbox_relay_retry", relay=self.name, error=repr(exc)[:200],
-                            retry_in=backoff)
+                log.warning(
+                    "outbox_relay_retry", relay=self.name, error=repr(exc)[:200], retry_in=backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue

@@ -52,8 +52,7 @@ def register_responder(
             reply = await handler(request)
         except Exception as exc:  # answer with a reason instead of letting the caller time out
             log.exception("responder_failed", subject=request_type.SUBJECT)
-            reply = Reply(ok=False, error_code="internal_error",
-                          error_message=type(exc).__name__)
+            reply = Reply(ok=False, error_code="internal_error", error_message=type(exc).__name__)
         return reply.model_dump_json().encode()
 
     # FastStream decodes JSON bodies by default; take the raw bytes and validate ourselves.
@@ -86,5 +85,6 @@ async def request(
         return reply_type.model_validate_json(body)
     except ValidationError:
         generic = Reply.model_validate_json(body)  # an error reply from register_responder
-        return reply_type(ok=False, error_code=generic.error_code,
-                          error_message=generic.error_message)
+        return reply_type(
+            ok=False, error_code=generic.error_code, error_message=generic.error_message
+        )

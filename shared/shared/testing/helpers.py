@@ -31,9 +31,9 @@ async def wait_for(
         value = predicate()
         if inspect.isawaitable(value):
             value = await value
-        last = value  # type: ignore[assignment]
+        last = value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"{message} not met within {timeout}s (last value: {last!r})")
         await asyncio.sleep(interval)

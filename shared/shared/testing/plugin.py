@@ -61,9 +61,8 @@ class SmtpCapture:
 
 
 def _service_schemas() -> tuple[str, ...]:
-    from shared.topology import SERVICES
-
     from shared.launcher import installed
+    from shared.topology import SERVICES
 
     return tuple(s.schema for s in SERVICES if installed(s.package))
 

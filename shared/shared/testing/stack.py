@@ -56,16 +56,19 @@ class Stack:
         for proc in psutil.process_iter(["pid", "environ", "cmdline"]):
             try:
                 env = proc.info["environ"] or {}
-                if env.get("BITLOOT_HOME") == str(self.home) and env.get(
-                    "BITLOOT_COMPONENT"
-                ) == name:
+                if (
+                    env.get("BITLOOT_HOME") == str(self.home)
+                    and env.get("BITLOOT_COMPONENT") == name
+                ):
                     out.append(int(proc.info["pid"]))
             except Exception:  # processes come and go while we look
                 continue
         return out
 
 
-def stack_env(home: Path, extra: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, int]]:
+def stack_env(
+    home: Path, extra: dict[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, int]]:
     ports = {
         "web": free_port(),
         "emulator": free_port(),
@@ -110,16 +113,23 @@ def running_stack(extra_env: dict[str, str] | None = None, timeout: float = 180)
     log = log_path.open("ab")
     proc = subprocess.Popen(  # noqa: S603 - our own launcher
         [sys.executable, "-m", "shared.launcher", "--home", str(home)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     stack = Stack(home=home, env=env, process=proc, log_path=log_path, ports=ports)
     try:
         deadline = time.monotonic() + timeout
         while "BitLoot is ready" not in log_path.read_text(errors="replace"):
             if proc.poll() is not None:
-                raise RuntimeError(f"launcher exited:\n{log_path.read_text(errors='replace')[-4000:]}")
+                raise RuntimeError(
+                    f"launcher exited:\n{log_path.read_text(errors='replace')[-4000:]}"
+                )
             if time.monotonic() > deadline:
-                raise TimeoutError(f"stack not ready:\n{log_path.read_text(errors='replace')[-4000:]}")
+                raise TimeoutError(
+                    f"stack not ready:\n{log_path.read_text(errors='replace')[-4000:]}"
+                )
             time.sleep(0.2)
         yield stack
     finally:
