@@ -1,14 +1,21 @@
 # BitLoot developer commands. `make dev` and `make test` are the two a newcomer needs.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# Resolved at each use, so a uv installed by `setup` is found in the same make run.
+UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export UV_LINK_MODE ?= copy
 
-.PHONY: dev test setup lint typecheck imports unit bench docs browsers clean
+.PHONY: dev test setup lint typecheck imports bench docs browsers clean
 
 # Installs uv if missing, then the locked environment (one lockfile for the workspace).
 setup:
-	@command -v uv >/dev/null 2>&1 || [ -x "$(HOME)/.local/bin/uv" ] || python3 -m pip install --quiet uv || curl -LsSf https://astral.sh/uv/install.sh | sh
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@$(UV) sync --all-packages --frozen --quiet
+
+# Debian's chromium for the Playwright browser tests (Playwright's own download cannot work offline).
+browsers:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
 
 dev: setup
 	@$(UV) run --frozen python -m shared.launcher
@@ -23,11 +30,12 @@ typecheck: setup
 imports: setup
 	$(UV) run --frozen lint-imports
 
-test: setup lint typecheck imports
+test: setup browsers lint typecheck imports
 	$(UV) run --frozen pytest
 
 bench: setup
 	$(UV) run --frozen python bench/outbox_relay.py
+	$(UV) run --frozen python bench/ipn_ingest.py
 
 clean:
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache
