@@ -243,7 +243,7 @@ class Launcher:
                 continue
             upgrade(service.package, env["DATABASE_URL"])
         say("  migrations   done      " + ", ".join(s.schema for s in SERVICES))
-        ensure_nats_streams(env["NATS_URL"])
+        ensure_nats_streams(env["NATS_URL"], int(env.get("STREAM_REPLICAS", "1")))
         say("  streams      ready     ORDERS PAYMENTS WEBHOOKS FULFILLMENT DEADLETTER")
         ensure_bucket(env)
         say(f"  bucket       ready     {env['S3_BUCKET']}")
@@ -445,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     env = base_env(home)
+    from shared.observability import configure_logging
+
+    configure_logging("launcher", env.get("LOG_LEVEL", "INFO"), json_logs=False)
     try:
         say(f"Starting BitLoot (data in {home})")
         launcher.start_infrastructure(env)

@@ -93,7 +93,7 @@ async def _connect_broker(ctx: ServiceContext) -> None:
         try:
             await ctx.broker.connect()
             js = ctx.broker.config.connection_state.stream
-            await ensure_streams(js)
+            await ensure_streams(js, replicas=ctx.settings.stream_replicas)
             return
         except Exception as exc:
             log.warning("nats_connect_retry", error=repr(exc)[:200], retry_in=delay)

@@ -43,6 +43,8 @@ class InfraSettings(BaseSettings):
         validation_alias="DATABASE_URL",
     )
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    # 1 on a single node (with sync_interval: always); 3 on a cluster so an ack means a quorum.
+    stream_replicas: int = Field(default=1, ge=1, le=5, validation_alias="STREAM_REPLICAS")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     log_json: bool = Field(default=True, validation_alias="LOG_JSON")
 

@@ -9,11 +9,11 @@ import nats
 from shared.messaging.broker import ensure_streams
 
 
-def ensure_nats_streams(nats_url: str) -> None:
+def ensure_nats_streams(nats_url: str, replicas: int = 1) -> None:
     async def run() -> None:
         nc = await nats.connect(nats_url, connect_timeout=5)
         try:
-            await ensure_streams(nc.jetstream())
+            await ensure_streams(nc.jetstream(), replicas=replicas)
         finally:
             await nc.close()
 
