@@ -49,6 +49,11 @@ class PaymentStatusChanged(Event):
     pay_currency: str | None = None
     surplus: Decimal | None = None  # overpayment, recorded, still paid
     note: str | None = None
+    # Added after v1 shipped (defaults keep older consumers and payloads valid):
+    shortfall: Decimal | None = None  # underpayment (pay_amount - actually_paid), in pay_currency
+    provider_status: str | None = None  # what the provider said; `status` is our verdict
+    outcome_amount: Decimal | None = None  # what reaches us after the provider's fees
+    outcome_currency: str | None = None
 
 
 class CreateInvoiceRequest(Request):

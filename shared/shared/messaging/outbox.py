@@ -10,9 +10,10 @@ never share one), publishes them to JetStream with ``Nats-Msg-Id = event_id`` an
 PubAck, then marks them sent in the same transaction. A crash between publish and mark leaves the
 row pending; it is re-published and JetStream's duplicate window drops the copy.
 
-We evaluated the ``faststream-outbox`` package (0.19): it is built around its own table layout and
-polling loop and has no LISTEN/NOTIFY wake-up or SKIP LOCKED multi-replica story we could verify,
-so this module stays small and ours (docs/decisions.md).
+We evaluated ``faststream-outbox`` (0.19) and found it sound (SKIP LOCKED claims, NOTIFY on
+insert), but it is a second FastStream broker whose relay handles one row per subscriber call and
+re-publishes through a decorator; we want batch publishing with concurrent PubAcks, the event id
+as ``Nats-Msg-Id`` and our own crash tests, in ~250 lines we own (docs/decisions.md).
 """
 
 from __future__ import annotations
