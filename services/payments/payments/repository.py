@@ -1,0 +1,109 @@
+"""Every query of the payments service."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payments.models import Payment, PaymentTransition
+
+
+async def get(session: AsyncSession, payment_id: uuid.UUID) -> Payment | None:
+    return await session.get(Payment, payment_id)
+
+
+async def get_by_order(session: AsyncSession, order_id: str) -> Payment | None:
+    result = await session.execute(select(Payment).where(Payment.order_id == order_id))
+    return result.scalar_one_or_none()
+
+
+async def insert_if_absent(session: AsyncSession, values: dict[str, object]) -> None:
+    """Create the order's payment unless it exists; concurrent callers get one row."""
+    await session.execute(
+        insert(Payment).values(**values).on_conflict_do_nothing(index_elements=["order_id"])
+    )
+
+
+async def lock(session: AsyncSession, payment_id: uuid.UUID) -> Payment | None:
+    """The payment, re-read and row-locked until the transaction ends (serialises its ledger)."""
+    result = await session.execute(
+        select(Payment)
+        .where(Payment.id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return result.scalar_one_or_none()
+
+
+async def find_for_report(
+    session: AsyncSession,
+    *,
+    provider_payment_id: str | None,
+    invoice_id: str | None,
+    order_id: str | None,
+) -> tuple[Payment | None, str]:
+    """The payment a provider report is about, and which key found it.
+
+    Most specific key first: a payment id we learned, then our invoice, then our order id
+    (the provider echoes it back; a payment made outside the invoice only has this one).
+    """
+    if provider_payment_id:
+        found = await session.execute(
+            select(Payment).where(Payment.provider_payment_id == provider_payment_id)
+        )
+        if (payment := found.scalars().first()) is not None:
+            return payment, "payment_id"
+    if invoice_id:
+        found = await session.execute(select(Payment).where(Payment.invoice_id == invoice_id))
+        if (payment := found.scalars().first()) is not None:
+            return payment, "invoice_id"
+    if order_id:
+        payment = await get_by_order(session, order_id)
+        if payment is not None:
+            return payment, "order_id"
+    return None, ""
+
+
+def append_transition(session: AsyncSession, entry: PaymentTransition) -> None:
+    session.add(entry)
+
+
+async def transitions(session: AsyncSession, payment_id: uuid.UUID) -> Sequence[PaymentTransition]:
+    result = await session.execute(
+        select(PaymentTransition)
+        .where(PaymentTransition.payment_id == payment_id)
+        .order_by(PaymentTransition.seq)
+    )
+    return result.scalars().all()
+
+
+async def claim_due(session: AsyncSession, *, now: datetime, limit: int) -> Sequence[Payment]:
+    """Payments due for a reconciliation check, locked so another replica skips them.
+
+    The caller moves their ``next_check_at`` forward in the same transaction (a lease): once
+    committed, the other replica no longer sees them as due, without holding locks during the
+    provider calls.
+    """
+    result = await session.execute(
+        select(Payment)
+        .where(Payment.next_check_at.is_not(None), Payment.next_check_at <= now)
+        .order_by(Payment.next_check_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return result.scalars().all()
+
+
+async def count_due(session: AsyncSession, *, now: datetime) -> int:
+    result = await session.execute(
+        select(func.count())
+        .select_from(Payment)
+        .where(Payment.next_check_at.is_not(None), Payment.next_check_at <= now)
+    )
+    return int(result.scalar_one())
