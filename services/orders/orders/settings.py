@@ -1,8 +1,10 @@
+"""Orders settings: global names for shared values, ``ORDERS_`` for this service's knobs."""
+
 from __future__ import annotations
 
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
-
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, require_secret
 
 
 class OrdersSettings(ServiceSettings):
@@ -10,3 +12,30 @@ class OrdersSettings(ServiceSettings):
 
     port: int = 8001
     worker_port: int = 8101
+
+    # Keys the order-token hash. Without it a stolen database would let anyone check a guessed
+    # token offline; with it the hash alone is useless.
+    order_token_pepper: SecretStr | None = Field(
+        default=None, validation_alias="ORDER_TOKEN_PEPPER"
+    )
+    # Where the customer lands after paying or cancelling on the provider's page.
+    storefront_url: str = Field(default="http://127.0.0.1:8000", validation_alias="STOREFRONT_URL")
+
+    # How long checkout waits for payments to answer before saying 503.
+    payments_timeout_seconds: float = 10.0
+
+    # The provider's invoice lifetime plus a grace period: an order still waiting for its first
+    # payment after both is expired by the worker (the emulator's default lifetime is 20 min).
+    invoice_lifetime_seconds: float = 20 * 60.0
+    expiry_grace_seconds: float = 10 * 60.0
+    expiry_check_seconds: float = 30.0
+    expiry_batch_size: int = 100
+
+    # A retried POST /orders with the same Idempotency-Key is answered from the stored result
+    # for this long; afterwards the key (and the seed that re-derives the token) is deleted.
+    idempotency_retention_seconds: float = 24 * 3600.0
+
+    def token_pepper(self) -> bytes:
+        """The pepper as bytes; fails fast naming the variable when it is not configured."""
+        secret = require_secret(self.order_token_pepper, "ORDER_TOKEN_PEPPER")
+        return secret.get_secret_value().encode()
