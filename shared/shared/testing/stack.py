@@ -101,6 +101,8 @@ def stack_env(
         ports[f"{service.name}-worker"] = free_port()
         env[f"{service.name.upper()}_PORT"] = str(ports[service.name])
         env[f"{service.name.upper()}_WORKER_PORT"] = str(ports[f"{service.name}-worker"])
+        ports[f"{service.name}-worker-1"] = free_port()  # used when BITLOOT_WORKER_REPLICAS=2
+        env[f"{service.name.upper()}_WORKER_PORT_1"] = str(ports[f"{service.name}-worker-1"])
     env.update(extra or {})
     return env, ports
 
