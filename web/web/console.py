@@ -1,0 +1,598 @@
+"""Admin console: login, the admin gateway's lists, webhook detail and reprocess, logout.
+
+The operator's JWT from ``POST /admin/login`` stays on the server side of the browser: it sits in
+a signed HttpOnly cookie scoped to ``/admin`` and is forwarded as ``Authorization: Bearer``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
+from starlette.responses import Response
+
+from web.clients import (
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    RateLimitedError,
+    UnauthorizedError,
+)
+from web.pages import admin_client, error_page, render
+from web.security import ADMIN_COOKIE, check_csrf, cookie_secure, pop_flash, set_flash
+
+router = APIRouter(prefix="/admin")
+
+ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+PAGE_SIZES = (10, 25, 50, 100)
+DEFAULT_LIMIT = 25
+MAX_FILTER_LENGTH = 200
+MIN_REASON, MAX_REASON = 3, 500
+
+
+class LoginRequiredError(Exception):
+    """No (valid) operator session: the exception handler sends the browser to the login page."""
+
+    def __init__(self, next_path: str, expired: bool = False) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+        self.expired = expired
+
+
+@dataclass(frozen=True)
+class Filter:
+    name: str
+    label: str
+    kind: str = "text"  # text | select | datetime
+    options: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Resource:
+    slug: str
+    title: str
+    filters: tuple[Filter, ...]
+    columns: tuple[tuple[str, str], ...]  # preferred (key, heading), shown when present
+    empty: str = "Nothing here yet."
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+PAYMENT_STATUSES = (
+    "created", "waiting", "confirming", "confirmed", "sending", "partially_paid",
+    "finished", "failed", "refunded", "expired",
+)  # fmt: skip
+ORDER_STATUSES = (
+    "created", "awaiting_payment", "paid", "fulfilled", "underpaid", "failed", "expired",
+)  # fmt: skip
+
+
+def _choices(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return (("", "Any"), *((v, v.replace("_", " ")) for v in values))
+
+
+RESOURCES: dict[str, Resource] = {
+    r.slug: r
+    for r in (
+        Resource(
+            "payments",
+            "Payments",
+            (
+                Filter("status", "Status", "select", _choices(PAYMENT_STATUSES)),
+                Filter("order_id", "Order id"),
+                Filter("provider_payment_id", "Provider payment id"),
+                Filter("invoice_id", "Invoice id"),
+                Filter("created_from", "Created from", "datetime"),
+                Filter("created_to", "Created to", "datetime"),
+            ),
+            (
+                ("payment_id", "Payment"),
+                ("order_id", "Order"),
+                ("provider_payment_id", "Provider payment"),
+                ("invoice_id", "Invoice"),
+                ("status", "Status"),
+                ("price_amount", "Price"),
+                ("price_currency", "Currency"),
+                ("pay_amount", "Pay amount"),
+                ("actually_paid", "Paid"),
+                ("pay_currency", "Coin"),
+                ("created_at", "Created"),
+                ("updated_at", "Updated"),
+            ),
+            "No payments match.",
+        ),
+        Resource(
+            "orders",
+            "Orders",
+            (
+                Filter("status", "Status", "select", _choices(ORDER_STATUSES)),
+                Filter("email", "Email"),
+            ),
+            (
+                ("order_id", "Order"),
+                ("email", "Email"),
+                ("status", "Status"),
+                ("total", "Total"),
+                ("currency", "Currency"),
+                ("created_at", "Created"),
+                ("updated_at", "Updated"),
+            ),
+            "No orders match.",
+        ),
+        Resource(
+            "webhook-logs",
+            "Webhook logs",
+            (
+                Filter("provider", "Provider"),
+                Filter("external_id", "External id (payment id)"),
+                Filter("event_type", "Event type"),
+                Filter(
+                    "accepted",
+                    "Accepted",
+                    "select",
+                    (("", "Any"), ("true", "yes"), ("false", "no")),
+                ),
+                Filter("received_from", "Received from", "datetime"),
+                Filter("received_to", "Received to", "datetime"),
+            ),
+            (
+                ("id", "Log"),
+                ("provider", "Provider"),
+                ("external_id", "External id"),
+                ("event_type", "Event type"),
+                ("payment_status", "Status"),
+                ("accepted", "Accepted"),
+                ("received_count", "Received"),
+                ("error", "Error"),
+                ("received_at", "Received at"),
+            ),
+            "No webhook deliveries match.",
+        ),
+        Resource(
+            "dead-letters",
+            "Dead letters",
+            (),
+            (
+                ("id", "Id"),
+                ("subject", "Subject"),
+                ("durable", "Consumer"),
+                ("event_id", "Event"),
+                ("deliveries", "Deliveries"),
+                ("error", "Error"),
+                ("failed_at", "Failed at"),
+                ("received_at", "Received at"),
+            ),
+            "No dead letters. Every event was handled.",
+        ),
+        Resource(
+            "audit",
+            "Audit log",
+            (),
+            (
+                ("id", "Id"),
+                ("at", "At"),
+                ("created_at", "At"),
+                ("actor", "Operator"),
+                ("username", "Operator"),
+                ("action", "Action"),
+                ("target_type", "Target type"),
+                ("target_id", "Target"),
+                ("target", "Target"),
+                ("reason", "Reason"),
+                ("result", "Result"),
+            ),
+            "No operator actions recorded yet.",
+        ),
+    )
+}
+
+
+# -- session -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operator:
+    token: str
+    username: str
+    role: str
+
+
+def _local_next(value: str | None) -> str:
+    """Only our own console paths: ``next`` must not become an open redirect."""
+    if value and value.startswith("/admin") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/admin/payments"
+
+
+def _current_path(request: Request) -> str:
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def operator(request: Request) -> Operator:
+    max_age = request.app.state.settings.admin_session_max_age
+    data = request.app.state.signer.unsign("admin", request.cookies.get(ADMIN_COOKIE), max_age)
+    if not isinstance(data, dict) or not isinstance(data.get("t"), str):
+        next_path = _current_path(request) if request.method == "GET" else "/admin/payments"
+        raise LoginRequiredError(next_path)
+    return Operator(data["t"], str(data.get("u", "")), str(data.get("r", "")))
+
+
+def login_redirect(request: Request, next_path: str, expired: bool) -> Response:
+    query = {"next": _local_next(next_path)}
+    if expired:
+        query["expired"] = "1"
+    response = RedirectResponse(f"/admin/login?{urlencode(query)}", status_code=303)
+    response.delete_cookie(ADMIN_COOKIE, path="/admin")
+    return response
+
+
+# -- login / logout ----------------------------------------------------------------------------
+
+
+@router.get("")
+@router.get("/")
+async def console_home(request: Request) -> Response:
+    operator(request)
+    return RedirectResponse("/admin/payments", status_code=303)
+
+
+@router.get("/login")
+async def login_page(request: Request) -> Response:
+    return render(
+        request,
+        "admin/login.html",
+        {
+            "next": _local_next(request.query_params.get("next")),
+            "expired": request.query_params.get("expired") == "1",
+            "error": None,
+            "username": "",
+        },
+    )
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await request.form()
+    check_csrf(request, form)
+    username = str(form.get("username", "")).strip()[:100]
+    password = str(form.get("password", ""))[:200]
+    next_path = _local_next(str(form.get("next", "")))
+
+    def again(error: str, status_code: int) -> Response:
+        return render(
+            request,
+            "admin/login.html",
+            {"next": next_path, "expired": False, "error": error, "username": username},
+            status_code=status_code,
+        )
+
+    if not username or not password:
+        return again("Enter your username and password.", 422)
+    try:
+        result = await admin_client(request).login(username, password)
+    except (UnauthorizedError, ForbiddenError, InvalidInputError):
+        return again("Wrong username or password.", 401)
+    except RateLimitedError as exc:
+        wait = f" Try again in {exc.retry_after} seconds." if exc.retry_after else ""
+        return again(f"Too many sign-in attempts.{wait}", 429)
+    max_age = max(60, min(result.expires_in, request.app.state.settings.admin_session_max_age))
+    session = request.app.state.signer.sign(
+        "admin", {"t": result.access_token, "u": username, "r": result.role}
+    )
+    response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(
+        ADMIN_COOKIE,
+        session,
+        max_age=max_age,
+        httponly=True,
+        samesite="strict",
+        secure=cookie_secure(request),
+        path="/admin",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    form = await request.form()
+    check_csrf(request, form)
+    response = RedirectResponse("/admin/login", status_code=303)
+    response.delete_cookie(ADMIN_COOKIE, path="/admin")
+    return response
+
+
+# -- lists -------------------------------------------------------------------------------------
+
+
+def _list_params(request: Request, resource: Resource) -> tuple[dict[str, Any], int, int]:
+    q = request.query_params
+    params: dict[str, Any] = {}
+    for f in resource.filters:
+        value = q.get(f.name, "").strip()[:MAX_FILTER_LENGTH]
+        if value:
+            params[f.name] = value
+    try:
+        limit = int(q.get("limit", DEFAULT_LIMIT))
+    except ValueError:
+        limit = DEFAULT_LIMIT
+    try:
+        offset = int(q.get("offset", 0))
+    except ValueError:
+        offset = 0
+    return params, max(1, min(limit, 100)), max(0, offset)
+
+
+def _columns(resource: Resource, items: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    present = {key for item in items for key in item}
+    chosen: list[tuple[str, str]] = []
+    headings: set[str] = set()
+    for key, heading in resource.columns:
+        if key in present and heading not in headings:
+            chosen.append((key, heading))
+            headings.add(heading)
+    if not chosen and items:
+        chosen = [(k, k.replace("_", " ").capitalize()) for k in items[0]]
+    return chosen
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict | list):
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return text if len(text) <= 120 else text[:117] + "…"
+    return str(value)
+
+
+def _row_links(slug: str, item: dict[str, Any]) -> list[tuple[str, str]]:
+    links: list[tuple[str, str]] = []
+    if slug == "payments":
+        external = item.get("provider_payment_id") or item.get("payment_id")
+        if external is not None:
+            links.append(
+                (f"/admin/webhook-logs?{urlencode({'external_id': external})}", "Webhook logs")
+            )
+    elif slug == "webhook-logs":
+        log_id = item.get("id") or item.get("webhook_log_id")
+        if log_id is not None:
+            links.append((f"/admin/webhook-logs/{log_id}", "Details"))
+    elif slug == "orders":
+        order_id = item.get("order_id") or item.get("id")
+        if order_id is not None:
+            links.append((f"/admin/payments?{urlencode({'order_id': order_id})}", "Payments"))
+            links.append((f"/admin/orders/{order_id}/revoke", "Revoke downloads"))
+    return links
+
+
+def _page_url(request: Request, params: dict[str, Any], limit: int, offset: int) -> str:
+    return f"{request.url.path}?{urlencode({**params, 'limit': limit, 'offset': offset})}"
+
+
+async def _list_page(request: Request, slug: str) -> Response:
+    who = operator(request)
+    resource = RESOURCES[slug]
+    params, limit, offset = _list_params(request, resource)
+    error = None
+    items: list[dict[str, Any]] = []
+    total = 0
+    try:
+        page = await admin_client(request).list(
+            slug, who.token, {**params, "limit": limit, "offset": offset}
+        )
+        items, total = page.items, page.total
+    except InvalidInputError as exc:
+        error = f"The filters were refused: {exc.message}"
+    columns = _columns(resource, items)
+    prev_url = _page_url(request, params, limit, max(0, offset - limit)) if offset > 0 else None
+    next_url = (
+        _page_url(request, params, limit, offset + limit) if offset + len(items) < total else None
+    )
+    return render(
+        request,
+        "admin/list.html",
+        {
+            "operator": who,
+            "resource": resource,
+            "resources": RESOURCES,
+            "values": params,
+            "limit": limit,
+            "page_sizes": PAGE_SIZES,
+            "items": items,
+            "rows": [
+                ([cell(item.get(key)) for key, _ in columns], _row_links(slug, item))
+                for item in items
+            ],
+            "columns": columns,
+            "total": total,
+            "first": offset + 1 if items else 0,
+            "last": offset + len(items),
+            "prev_url": prev_url,
+            "next_url": next_url,
+            "error": error,
+            "flash": pop_flash(request),
+        },
+    )
+
+
+@router.get("/payments")
+async def payments(request: Request) -> Response:
+    return await _list_page(request, "payments")
+
+
+@router.get("/orders")
+async def orders(request: Request) -> Response:
+    return await _list_page(request, "orders")
+
+
+@router.get("/webhook-logs")
+async def webhook_logs(request: Request) -> Response:
+    return await _list_page(request, "webhook-logs")
+
+
+@router.get("/dead-letters")
+async def dead_letters(request: Request) -> Response:
+    return await _list_page(request, "dead-letters")
+
+
+@router.get("/audit")
+async def audit(request: Request) -> Response:
+    return await _list_page(request, "audit")
+
+
+# -- webhook detail and reprocess --------------------------------------------------------------
+
+
+def _pretty_body(detail: dict[str, Any]) -> str:
+    raw = detail.get("raw_body", detail.get("body"))
+    if raw is None:
+        return ""
+    if not isinstance(raw, str):
+        return json.dumps(raw, indent=2, ensure_ascii=False)
+    return raw
+
+
+def _related(detail: dict[str, Any]) -> list[tuple[str, str]]:
+    related = detail.get("related")
+    if isinstance(related, dict):
+        return [(str(k), cell(v)) for k, v in related.items()]
+    if isinstance(related, list):
+        return [(str(i + 1), cell(v)) for i, v in enumerate(related)]
+    return []
+
+
+SUMMARY_SKIP = frozenset({"raw_body", "body", "headers", "related", "payload"})
+
+
+@router.get("/webhook-logs/{log_id}")
+async def webhook_detail(request: Request, log_id: str) -> Response:
+    who = operator(request)
+    if not ID.match(log_id):
+        return error_page(request, 404, "Not found", "There is no such webhook log.")
+    try:
+        detail = await admin_client(request).webhook_log(log_id, who.token)
+    except NotFoundError:
+        return error_page(
+            request,
+            404,
+            "Not found",
+            "There is no such webhook log.",
+            link=("/admin/webhook-logs", "All webhook logs"),
+        )
+    headers = detail.get("headers")
+    return render(
+        request,
+        "admin/webhook_detail.html",
+        {
+            "operator": who,
+            "resources": RESOURCES,
+            "log_id": log_id,
+            "summary": [(k, cell(v)) for k, v in detail.items() if k not in SUMMARY_SKIP],
+            "raw_body": _pretty_body(detail),
+            "headers": sorted(headers.items()) if isinstance(headers, dict) else [],
+            "related": _related(detail),
+            "flash": pop_flash(request),
+            "reason": "",
+            "error": None,
+            "min_reason": MIN_REASON,
+            "max_reason": MAX_REASON,
+        },
+    )
+
+
+def _reason(form_value: object) -> str | None:
+    reason = str(form_value or "").strip()
+    return reason if MIN_REASON <= len(reason) <= MAX_REASON else None
+
+
+@router.post("/webhook-logs/{log_id}/reprocess")
+async def reprocess(request: Request, log_id: str) -> Response:
+    form = await request.form()
+    check_csrf(request, form)
+    who = operator(request)
+    back = f"/admin/webhook-logs/{log_id}"
+    if not ID.match(log_id):
+        return error_page(request, 404, "Not found", "There is no such webhook log.")
+    reason = _reason(form.get("reason"))
+    response = RedirectResponse(back, status_code=303)
+    if reason is None:
+        set_flash(
+            request,
+            response,
+            "error",
+            f"Give a reason ({MIN_REASON} to {MAX_REASON} characters) for reprocessing.",
+            "/admin",
+        )
+        return response
+    try:
+        result = await admin_client(request).reprocess(log_id, reason, who.token)
+    except (InvalidInputError, NotFoundError) as exc:
+        set_flash(request, response, "error", f"Reprocess refused: {exc.message}", "/admin")
+        return response
+    kind = "success" if result.ok else "error"
+    message = result.message or ("Reprocess requested." if result.ok else "Reprocess failed.")
+    if result.event_id:
+        message += f" Event {result.event_id}."
+    set_flash(request, response, kind, message, "/admin")
+    return response
+
+
+# -- revoke downloads --------------------------------------------------------------------------
+
+
+@router.get("/orders/{order_id}/revoke")
+async def revoke_form(request: Request, order_id: str) -> Response:
+    who = operator(request)
+    if not ID.match(order_id):
+        return error_page(request, 404, "Not found", "There is no such order.")
+    return render(
+        request,
+        "admin/revoke.html",
+        {
+            "operator": who,
+            "resources": RESOURCES,
+            "order_id": order_id,
+            "flash": pop_flash(request),
+            "min_reason": MIN_REASON,
+            "max_reason": MAX_REASON,
+        },
+    )
+
+
+@router.post("/orders/{order_id}/revoke")
+async def revoke(request: Request, order_id: str) -> Response:
+    form = await request.form()
+    check_csrf(request, form)
+    who = operator(request)
+    if not ID.match(order_id):
+        return error_page(request, 404, "Not found", "There is no such order.")
+    reason = _reason(form.get("reason"))
+    response = RedirectResponse(f"/admin/orders/{order_id}/revoke", status_code=303)
+    if reason is None:
+        set_flash(
+            request,
+            response,
+            "error",
+            f"Give a reason ({MIN_REASON} to {MAX_REASON} characters).",
+            "/admin",
+        )
+        return response
+    try:
+        result = await admin_client(request).revoke_downloads(order_id, reason, who.token)
+    except (InvalidInputError, NotFoundError) as exc:
+        set_flash(request, response, "error", f"Revoke refused: {exc.message}", "/admin")
+        return response
+    set_flash(
+        request,
+        response,
+        "success" if result.ok else "error",
+        result.message or ("Download links revoked." if result.ok else "Revoke failed."),
+        "/admin",
+    )
+    return response
