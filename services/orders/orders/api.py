@@ -223,7 +223,7 @@ def _validation(problems: list[FieldProblem]) -> JSONResponse:
         "detail": [{"loc": list(p.loc), "msg": p.msg, "type": p.type} for p in problems],
         "error": {"field": first.field, "reason": first.msg, "code": first.type},
     }
-    return JSONResponse(body, status_code=status.HTTP_422_UNPROCESSABLE_ENTITY)
+    return JSONResponse(body, status_code=422)
 
 
 async def _on_request_validation(_: Request, exc: Exception) -> JSONResponse:
