@@ -1,12 +1,45 @@
 from __future__ import annotations
 
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
-
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, require_secret
 
 
 class WebhooksSettings(ServiceSettings):
+    """Knobs of the webhooks gateway (``WEBHOOKS_*``); provider secrets keep their global names."""
+
     model_config = SettingsConfigDict(env_prefix="WEBHOOKS_", extra="ignore", populate_by_name=True)
 
     port: int = 8002
     worker_port: int = 8102
+
+    ipn_secret: SecretStr | None = Field(default=None, validation_alias="NOWPAYMENTS_IPN_SECRET")
+    # Set while rotating: IPNs signed with the old secret keep working until the provider switches.
+    ipn_secret_previous: SecretStr | None = Field(
+        default=None, validation_alias="NOWPAYMENTS_IPN_SECRET_PREVIOUS"
+    )
+
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    # The provider waits about 3 s; answer 503 (it retries) well before that.
+    db_timeout_seconds: float = Field(default=2.5, gt=0)
+
+    # Flood cap for rejected requests: rows (and IpnRejected events) per minute per process,
+    # and the most rows the worker keeps in webhook_failure.
+    failure_rows_per_minute: int = Field(default=60, ge=0)
+    failure_rows_max: int = Field(default=100_000, ge=1)
+    failure_body_excerpt_bytes: int = Field(default=2048, ge=0, le=64 * 1024)
+    failure_prune_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("ipn_secret_previous", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    def ipn_keys(self) -> tuple[bytes, ...]:
+        """HMAC keys to try, current first. Fails fast naming the variable, never the value."""
+        keys = [require_secret(self.ipn_secret, "NOWPAYMENTS_IPN_SECRET")]
+        if self.ipn_secret_previous is not None:
+            keys.append(require_secret(self.ipn_secret_previous, "NOWPAYMENTS_IPN_SECRET_PREVIOUS"))
+        return tuple(k.get_secret_value().encode("utf-8") for k in keys)

@@ -1,0 +1,198 @@
+"""HTTP edge of the webhooks gateway: ``POST /webhooks/nowpayments`` (alias ``/payments/ipn``).
+
+The endpoint is a plain ASGI callable mounted as a Starlette route: it reads the raw body
+itself (no FastAPI body parsing, no dependency injection), because the bytes must be verified
+before anything parses them and because this is the hottest path of the system.
+
+Answers: 200 stored (new or duplicate); 400 bad signature or body; 413 over the size cap;
+503 storage unavailable (the provider retries). Never a 500, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from shared.db import DatabaseUnavailableError
+from shared.observability import current_correlation_id, get_logger, strip_secret_headers
+from starlette.types import Receive, Scope, Send
+
+from webhooks import metrics
+from webhooks.domain import FailureBudget, storable_headers, valid_correlation_id
+from webhooks.errors import IpnRejectedError
+from webhooks.repository import IpnStore
+from webhooks.service import InboundIpn, ingest_ipn, record_rejection
+
+log = get_logger(__name__)
+
+IPN_PATHS = ("/webhooks/nowpayments", "/payments/ipn")
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_ACCEPTED = b'{"status":"accepted"}'
+_DUPLICATE = b'{"status":"duplicate"}'
+_UNAVAILABLE = b'{"error":"unavailable","detail":"storage is unavailable; retry later"}'
+
+
+class _BodyTooLargeError(Exception):
+    def __init__(self, partial: bytes) -> None:
+        super().__init__("body too large")
+        self.partial = partial
+
+
+class _ClientGoneError(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, cap: int) -> bytes:
+    """The raw body, refusing to buffer more than ``cap`` bytes whatever Content-Length said."""
+    message = await receive()
+    if message["type"] != "http.request":
+        raise _ClientGoneError
+    body: bytes = message.get("body", b"")
+    if len(body) > cap:
+        raise _BodyTooLargeError(body[:cap])
+    if not message.get("more_body", False):
+        return body  # the usual case: one message
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise _ClientGoneError
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            raise _BodyTooLargeError(b"".join([*chunks, chunk])[:cap])
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class IpnEndpoint:
+    """ASGI app for the IPN routes (Starlette passes a non-function endpoint through as ASGI)."""
+
+    def __init__(
+        self,
+        store: IpnStore,
+        keys: Sequence[bytes],
+        *,
+        max_body_bytes: int,
+        failure_budget: FailureBudget,
+        failure_excerpt_bytes: int,
+    ) -> None:
+        self.store = store
+        self.keys = tuple(keys)
+        self.max_body_bytes = max_body_bytes
+        self.failure_budget = failure_budget
+        self.failure_excerpt_bytes = failure_excerpt_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        received_at = datetime.now(UTC)
+        signature: str | None = None
+        signatures = 0
+        declared: int | None = None
+        # CorrelationIdMiddleware bound the caller's id (or minted one): logs and event agree.
+        correlation = valid_correlation_id(current_correlation_id())
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        for name, value in raw_headers:
+            if name == b"x-nowpayments-sig":
+                signatures += 1
+                signature = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = int(value) if value.isdigit() else None
+        headers = storable_headers(
+            strip_secret_headers((n.decode("latin-1"), v.decode("latin-1")) for n, v in raw_headers)
+        )
+        client = scope.get("client")
+        source_ip = str(client[0])[:64] if client else None
+
+        body = b""
+        try:
+            if declared is not None and declared > self.max_body_bytes:
+                raise _BodyTooLargeError(b"")
+            body = await _read_body(receive, self.max_body_bytes)
+        except _ClientGoneError:
+            return  # nobody is listening for an answer; nothing was stored
+        except _BodyTooLargeError as exc:
+            ipn = InboundIpn(
+                exc.partial,
+                signature,
+                headers,
+                source_ip,
+                received_at,
+                correlation,
+                declared_size=declared,
+            )
+            rejection = IpnRejectedError(
+                "body_too_large", f"body exceeds {self.max_body_bytes} bytes", status_code=413
+            )
+            await self._reject(send, rejection, ipn)
+            return
+
+        ipn = InboundIpn(body, signature, headers, source_ip, received_at, correlation)
+        try:
+            if signatures > 1:
+                raise IpnRejectedError(
+                    "malformed_signature", "x-nowpayments-sig must be sent exactly once"
+                )
+            accepted = await ingest_ipn(self.store, self.keys, ipn)
+        except IpnRejectedError as rejection:
+            await self._reject(send, rejection, ipn)
+            return
+        except DatabaseUnavailableError as exc:
+            metrics.UNAVAILABLE.inc()
+            log.warning("ipn_storage_unavailable", error=str(exc)[:200])
+            await _respond(send, 503, _UNAVAILABLE, [(b"retry-after", b"5")])
+            return
+        except Exception:
+            # A bug, not bad input: the provider will retry, and the trace stays in our logs.
+            metrics.UNAVAILABLE.inc()
+            log.exception("ipn_ingest_failed")
+            await _respond(send, 503, _UNAVAILABLE, [(b"retry-after", b"5")])
+            return
+
+        stored = accepted.stored
+        metrics.RECEIVED.inc()
+        metrics.VERIFIED[accepted.verified_by].inc()
+        if stored.inserted:
+            await _respond(send, 200, _ACCEPTED)
+        else:
+            metrics.DUPLICATES.inc()
+            await _respond(send, 200, _DUPLICATE)
+        metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
+
+    async def _reject(self, send: Send, rejection: IpnRejectedError, ipn: InboundIpn) -> None:
+        metrics.REJECTED_BY_REASON[rejection.reason].inc()
+        log.info(
+            "ipn_rejected",
+            reason=rejection.reason,
+            detail=rejection.detail,
+            source_ip=ipn.source_ip,
+            size=len(ipn.body),
+        )
+        try:
+            stored = await record_rejection(
+                self.store,
+                self.failure_budget,
+                rejection,
+                ipn,
+                excerpt_bytes=self.failure_excerpt_bytes,
+            )
+            if stored is None:
+                metrics.REJECTIONS_DROPPED.inc()
+        except Exception as exc:  # a rejection stays a rejection even when we cannot record it
+            metrics.REJECTIONS_DROPPED.inc()
+            log.warning("ipn_rejection_not_recorded", error=repr(exc)[:200])
+        body = json.dumps({"error": rejection.reason, "detail": rejection.detail}).encode()
+        await _respond(send, rejection.status_code, body)
