@@ -12,6 +12,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from shared.db import make_metadata
+from shared.messaging import InboxMixin, OutboxMixin
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -28,9 +30,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-from shared.db import make_metadata
-from shared.messaging import InboxMixin, OutboxMixin
 
 SCHEMA = "admin"
 

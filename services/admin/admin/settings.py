@@ -6,7 +6,6 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
-
 from shared.settings import SecretNotConfiguredError, ServiceSettings, require_secret
 
 # HS256 keys shorter than the hash output make brute-forcing a captured token cheaper.

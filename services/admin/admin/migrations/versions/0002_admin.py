@@ -45,10 +45,12 @@ def upgrade() -> None:
         sa.Column("attempted_at", TZ, nullable=False),
         schema=SCHEMA,
     )
-    op.create_index("ix_login_attempt_username_at", "login_attempt",
-                    ["username", "attempted_at"], schema=SCHEMA)
-    op.create_index("ix_login_attempt_ip_at", "login_attempt", ["ip", "attempted_at"],
-                    schema=SCHEMA)
+    op.create_index(
+        "ix_login_attempt_username_at", "login_attempt", ["username", "attempted_at"], schema=SCHEMA
+    )
+    op.create_index(
+        "ix_login_attempt_ip_at", "login_attempt", ["ip", "attempted_at"], schema=SCHEMA
+    )
     op.create_table(
         "revoked_token",
         sa.Column("jti", sa.String(64), primary_key=True),
@@ -71,8 +73,7 @@ def upgrade() -> None:
         sa.Column("ip", sa.String(64), nullable=True),
         schema=SCHEMA,
     )
-    op.create_index("ix_audit_log_occurred_at", "audit_log", ["occurred_at", "id"],
-                    schema=SCHEMA)
+    op.create_index("ix_audit_log_occurred_at", "audit_log", ["occurred_at", "id"], schema=SCHEMA)
 
     op.create_table(
         "payment_view",
@@ -98,8 +99,9 @@ def upgrade() -> None:
         sa.Column("last_event_id", UUID, nullable=False),
         schema=SCHEMA,
     )
-    op.create_index("ix_payment_view_created", "payment_view", ["created_at", "payment_id"],
-                    schema=SCHEMA)
+    op.create_index(
+        "ix_payment_view_created", "payment_view", ["created_at", "payment_id"], schema=SCHEMA
+    )
     for col in ("order_id", "provider_payment_id", "invoice_id"):
         op.create_index(f"ix_payment_view_{col}", "payment_view", [col], schema=SCHEMA)
 
@@ -122,11 +124,16 @@ def upgrade() -> None:
         sa.Column("correlation_id", sa.String(100), nullable=False),
         schema=SCHEMA,
     )
-    op.create_index("ix_payment_transition_view_payment", "payment_transition_view",
-                    ["payment_id", "version"], schema=SCHEMA)
+    op.create_index(
+        "ix_payment_transition_view_payment",
+        "payment_transition_view",
+        ["payment_id", "version"],
+        schema=SCHEMA,
+    )
     for col in ("provider_payment_id", "invoice_id", "causation_id"):
-        op.create_index(f"ix_payment_transition_view_{col}", "payment_transition_view", [col],
-                        schema=SCHEMA)
+        op.create_index(
+            f"ix_payment_transition_view_{col}", "payment_transition_view", [col], schema=SCHEMA
+        )
 
     op.create_table(
         "order_view",
@@ -147,11 +154,13 @@ def upgrade() -> None:
         sa.Column("last_event_id", UUID, nullable=False),
         schema=SCHEMA,
     )
-    op.create_index("ix_order_view_created", "order_view", ["created_at", "order_id"],
-                    schema=SCHEMA)
+    op.create_index(
+        "ix_order_view_created", "order_view", ["created_at", "order_id"], schema=SCHEMA
+    )
     op.create_index("ix_order_view_status", "order_view", ["status"], schema=SCHEMA)
-    op.create_index("ix_order_view_email_lower", "order_view", [sa.text("lower(email)")],
-                    schema=SCHEMA)
+    op.create_index(
+        "ix_order_view_email_lower", "order_view", [sa.text("lower(email)")], schema=SCHEMA
+    )
 
     op.create_table(
         "order_event_view",
@@ -164,8 +173,9 @@ def upgrade() -> None:
         sa.Column("detail", JSONB, nullable=False),
         schema=SCHEMA,
     )
-    op.create_index("ix_order_event_view_order", "order_event_view", ["order_id", "version"],
-                    schema=SCHEMA)
+    op.create_index(
+        "ix_order_event_view_order", "order_event_view", ["order_id", "version"], schema=SCHEMA
+    )
 
     op.create_table(
         "webhook_log_view",
@@ -199,8 +209,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("webhook_log_id", name="uq_webhook_log_view_webhook_log_id"),
         schema=SCHEMA,
     )
-    op.create_index("ix_webhook_log_view_received", "webhook_log_view", ["received_at", "id"],
-                    schema=SCHEMA)
+    op.create_index(
+        "ix_webhook_log_view_received", "webhook_log_view", ["received_at", "id"], schema=SCHEMA
+    )
     for col in ("payment_id", "invoice_id"):
         op.create_index(f"ix_webhook_log_view_{col}", "webhook_log_view", [col], schema=SCHEMA)
 
@@ -214,8 +225,9 @@ def upgrade() -> None:
         sa.Column("occurred_at", TZ, nullable=False),
         schema=SCHEMA,
     )
-    op.create_index("ix_webhook_event_view_log", "webhook_event_view", ["webhook_log_id"],
-                    schema=SCHEMA)
+    op.create_index(
+        "ix_webhook_event_view_log", "webhook_event_view", ["webhook_log_id"], schema=SCHEMA
+    )
 
     op.create_table(
         "delivery_view",
@@ -227,8 +239,12 @@ def upgrade() -> None:
         sa.Column("event_id", UUID, nullable=False),
         schema=SCHEMA,
     )
-    op.create_index("ix_delivery_view_delivered", "delivery_view",
-                    ["delivered_at", "delivery_id"], schema=SCHEMA)
+    op.create_index(
+        "ix_delivery_view_delivered",
+        "delivery_view",
+        ["delivered_at", "delivery_id"],
+        schema=SCHEMA,
+    )
     op.create_index("ix_delivery_view_order", "delivery_view", ["order_id"], schema=SCHEMA)
 
     op.create_table(
@@ -243,8 +259,7 @@ def upgrade() -> None:
         sa.Column("occurred_at", TZ, nullable=False),
         schema=SCHEMA,
     )
-    op.create_index("ix_email_view_order", "email_view", ["order_id", "occurred_at"],
-                    schema=SCHEMA)
+    op.create_index("ix_email_view_order", "email_view", ["order_id", "occurred_at"], schema=SCHEMA)
 
     op.create_table(
         "revocation_view",
@@ -256,8 +271,9 @@ def upgrade() -> None:
         sa.Column("occurred_at", TZ, nullable=False),
         schema=SCHEMA,
     )
-    op.create_index("ix_revocation_view_order", "revocation_view", ["order_id", "occurred_at"],
-                    schema=SCHEMA)
+    op.create_index(
+        "ix_revocation_view_order", "revocation_view", ["order_id", "occurred_at"], schema=SCHEMA
+    )
 
     op.create_table(
         "dead_letter_view",
@@ -272,15 +288,29 @@ def upgrade() -> None:
         sa.Column("dead_lettered_at", TZ, nullable=False),
         schema=SCHEMA,
     )
-    op.create_index("ix_dead_letter_view_at", "dead_letter_view",
-                    ["dead_lettered_at", "dl_sequence"], schema=SCHEMA)
+    op.create_index(
+        "ix_dead_letter_view_at",
+        "dead_letter_view",
+        ["dead_lettered_at", "dl_sequence"],
+        schema=SCHEMA,
+    )
 
 
 def downgrade() -> None:
     for table in (
-        "dead_letter_view", "revocation_view", "email_view", "delivery_view",
-        "webhook_event_view", "webhook_log_view", "order_event_view", "order_view",
-        "payment_transition_view", "payment_view", "audit_log", "revoked_token",
-        "login_attempt", "admin_user",
+        "dead_letter_view",
+        "revocation_view",
+        "email_view",
+        "delivery_view",
+        "webhook_event_view",
+        "webhook_log_view",
+        "order_event_view",
+        "order_view",
+        "payment_transition_view",
+        "payment_view",
+        "audit_log",
+        "revoked_token",
+        "login_attempt",
+        "admin_user",
     ):
         op.drop_table(table, schema=SCHEMA)

@@ -1,0 +1,593 @@
+"""Every query of the admin service. Functions take the caller's session and never commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from admin.models import (
+    READ_MODELS,
+    AdminUser,
+    AuditLog,
+    DeadLetterView,
+    DeliveryView,
+    EmailView,
+    Inbox,
+    LoginAttempt,
+    OrderEventView,
+    OrderView,
+    PaymentTransitionView,
+    PaymentView,
+    RevocationView,
+    RevokedToken,
+    WebhookEventView,
+    WebhookLogView,
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    offset: int
+
+
+async def _page(session: AsyncSession, stmt: Select[Any], page: Page) -> tuple[list[Any], int]:
+    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
+    rows = (await session.scalars(stmt.limit(page.limit).offset(page.offset))).all()
+    return list(rows), int(total or 0)
+
+
+def _between(
+    column: Any, start: datetime | None, end: datetime | None
+) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    if start is not None:
+        clauses.append(column >= start)
+    if end is not None:
+        clauses.append(column <= end)
+    return clauses
+
+
+# --- operators, attempts, tokens, audit --------------------------------------------------------
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> AdminUser | None:
+    return await session.get(AdminUser, user_id)
+
+
+async def get_user_by_username(session: AsyncSession, username: str) -> AdminUser | None:
+    return await session.scalar(select(AdminUser).where(AdminUser.username == username))
+
+
+async def insert_user(session: AsyncSession, user: AdminUser) -> bool:
+    """False when the username is taken (the unique key decides, not a read-then-write)."""
+    stmt = (
+        insert(AdminUser)
+        .values(
+            id=user.id,
+            username=user.username,
+            password_hash=user.password_hash,
+            role=user.role,
+            disabled=user.disabled,
+        )
+        .on_conflict_do_nothing(index_elements=[AdminUser.username])
+        .returning(AdminUser.id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def set_password_hash(session: AsyncSession, user_id: uuid.UUID, password_hash: str) -> None:
+    await session.execute(
+        update(AdminUser).where(AdminUser.id == user_id).values(password_hash=password_hash)
+    )
+
+
+async def mark_login(session: AsyncSession, user_id: uuid.UUID, at: datetime) -> None:
+    await session.execute(update(AdminUser).where(AdminUser.id == user_id).values(last_login_at=at))
+
+
+async def lock_login_key(session: AsyncSession, username: str) -> None:
+    """Serialise attempts on one username across replicas until the transaction ends, so
+    parallel guesses cannot all slip in under the failure limit."""
+    await session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtextextended("admin-login:" + username, 0)))
+    )
+
+
+async def recent_failures_for_username(
+    session: AsyncSession, username: str, since: datetime
+) -> list[datetime]:
+    """Failures inside the window that came after the user's last success."""
+    last_success = (
+        select(func.max(LoginAttempt.attempted_at))
+        .where(LoginAttempt.username == username, LoginAttempt.succeeded.is_(True))
+        .scalar_subquery()
+    )
+    rows = await session.scalars(
+        select(LoginAttempt.attempted_at).where(
+            LoginAttempt.username == username,
+            LoginAttempt.succeeded.is_(False),
+            LoginAttempt.attempted_at > since,
+            or_(last_success.is_(None), LoginAttempt.attempted_at > last_success),
+        )
+    )
+    return list(rows)
+
+
+async def recent_failures_for_ip(session: AsyncSession, ip: str, since: datetime) -> list[datetime]:
+    rows = await session.scalars(
+        select(LoginAttempt.attempted_at).where(
+            LoginAttempt.ip == ip,
+            LoginAttempt.succeeded.is_(False),
+            LoginAttempt.attempted_at > since,
+        )
+    )
+    return list(rows)
+
+
+async def record_attempt(
+    session: AsyncSession, username: str, ip: str | None, succeeded: bool, at: datetime
+) -> None:
+    session.add(LoginAttempt(username=username[:64], ip=ip, succeeded=succeeded, attempted_at=at))
+    await session.flush()
+
+
+async def prune_login_attempts(session: AsyncSession, before: datetime) -> int:
+    result = await session.execute(delete(LoginAttempt).where(LoginAttempt.attempted_at < before))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def revoke_token(session: AsyncSession, jti: str, expires_at: datetime) -> None:
+    await session.execute(
+        insert(RevokedToken).values(jti=jti, expires_at=expires_at).on_conflict_do_nothing()
+    )
+
+
+async def is_token_revoked(session: AsyncSession, jti: str) -> bool:
+    return await session.get(RevokedToken, jti) is not None
+
+
+async def prune_revoked_tokens(session: AsyncSession, now: datetime) -> int:
+    result = await session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def add_audit(session: AsyncSession, entry: AuditLog) -> int:
+    session.add(entry)
+    await session.flush()
+    return entry.id
+
+
+async def complete_audit(
+    session: AsyncSession, audit_id: int, *, outcome: str, at: datetime, detail: dict[str, Any]
+) -> None:
+    await session.execute(
+        update(AuditLog)
+        .where(AuditLog.id == audit_id)
+        .values(outcome=outcome, completed_at=at, detail=AuditLog.detail.op("||")(detail))
+    )
+
+
+async def get_audit(session: AsyncSession, audit_id: int) -> AuditLog | None:
+    return await session.get(AuditLog, audit_id)
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    action: str | None = None
+    actor: str | None = None
+    target_id: str | None = None
+    outcome: str | None = None
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
+
+
+async def list_audit(
+    session: AsyncSession, filters: AuditFilters, page: Page
+) -> tuple[list[AuditLog], int]:
+    clauses = _between(AuditLog.occurred_at, filters.occurred_from, filters.occurred_to)
+    if filters.action:
+        clauses.append(AuditLog.action == filters.action)
+    if filters.actor:
+        clauses.append(
+            or_(AuditLog.actor_username == filters.actor, AuditLog.actor_id == filters.actor)
+        )
+    if filters.target_id:
+        clauses.append(AuditLog.target_id == filters.target_id)
+    if filters.outcome:
+        clauses.append(AuditLog.outcome == filters.outcome)
+    stmt = (
+        select(AuditLog).where(*clauses).order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc())
+    )
+    return await _page(session, stmt, page)
+
+
+# --- projections: writes -----------------------------------------------------------------------
+
+
+def _newest_wins(
+    table: Any, excluded: Any, *, replace: Sequence[str], keep_known: Sequence[str]
+) -> dict[str, Any]:
+    """SET clauses for an upsert where the row with the higher (version, time) wins.
+
+    ``replace`` columns take the newer event's value; ``keep_known`` columns take the newer
+    value when it has one and otherwise keep what an older event told us (ids and amounts that
+    not every event repeats). The comparison reads the old row, so order of SETs is irrelevant.
+    """
+    c = table.c
+    newer = tuple_(excluded.version, excluded.updated_at) > tuple_(c.version, c.updated_at)
+    values: dict[str, Any] = {}
+    for col in replace:
+        values[col] = case((newer, excluded[col]), else_=c[col])
+    for col in keep_known:
+        values[col] = case(
+            (newer, func.coalesce(excluded[col], c[col])),
+            else_=func.coalesce(c[col], excluded[col]),
+        )
+    values["created_at"] = func.least(c.created_at, excluded.created_at)
+    return values
+
+
+async def upsert_payment(session: AsyncSession, row: dict[str, Any]) -> None:
+    stmt = insert(PaymentView).values(**row)
+    set_ = _newest_wins(
+        PaymentView.__table__,
+        stmt.excluded,
+        replace=(
+            "status",
+            "previous_status",
+            "is_final",
+            "source",
+            "version",
+            "note",
+            "order_id",
+            "provider",
+            "price_amount",
+            "price_currency",
+            "updated_at",
+            "last_event_id",
+        ),
+        keep_known=(
+            "provider_payment_id",
+            "invoice_id",
+            "pay_amount",
+            "actually_paid",
+            "pay_currency",
+            "surplus",
+        ),
+    )
+    await session.execute(stmt.on_conflict_do_update(index_elements=["payment_id"], set_=set_))
+
+
+async def insert_payment_transition(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(PaymentTransitionView).values(**row).on_conflict_do_nothing())
+
+
+async def upsert_order(session: AsyncSession, row: dict[str, Any]) -> None:
+    stmt = insert(OrderView).values(**row)
+    set_ = _newest_wins(
+        OrderView.__table__,
+        stmt.excluded,
+        replace=("status", "version", "email", "total", "currency", "updated_at", "last_event_id"),
+        keep_known=("items", "payment_id", "reason", "actually_paid", "pay_amount", "pay_currency"),
+    )
+    await session.execute(stmt.on_conflict_do_update(index_elements=["order_id"], set_=set_))
+
+
+async def insert_order_event(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(OrderEventView).values(**row).on_conflict_do_nothing())
+
+
+async def record_webhook_publication(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(WebhookEventView).values(**row).on_conflict_do_nothing())
+
+
+async def upsert_accepted_webhook(
+    session: AsyncSession, row: dict[str, Any], reported_received_count: int | None
+) -> None:
+    """The log's content never changes; its counters are recounted from the publications, so
+    applying any event twice or in any order gives the same numbers."""
+    await session.execute(insert(WebhookLogView).values(**row).on_conflict_do_nothing())
+    ev = WebhookEventView
+    originals = (
+        select(func.count())
+        .where(ev.webhook_log_id == row["webhook_log_id"], ev.replay.is_(False))
+        .scalar_subquery()
+    )
+    replays = (
+        select(func.count())
+        .where(ev.webhook_log_id == row["webhook_log_id"], ev.replay.is_(True))
+        .scalar_subquery()
+    )
+    received = func.greatest(
+        1, originals, WebhookLogView.received_count, reported_received_count or 0
+    )
+    await session.execute(
+        update(WebhookLogView)
+        .where(WebhookLogView.id == row["id"])
+        .values(received_count=received, replay_count=replays)
+    )
+
+
+async def insert_rejected_webhook(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(WebhookLogView).values(**row).on_conflict_do_nothing())
+
+
+async def insert_delivery(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(DeliveryView).values(**row).on_conflict_do_nothing())
+
+
+async def insert_email(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(EmailView).values(**row).on_conflict_do_nothing())
+
+
+async def insert_revocation(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(RevocationView).values(**row).on_conflict_do_nothing())
+
+
+async def insert_dead_letter(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(DeadLetterView).values(**row).on_conflict_do_nothing())
+
+
+async def truncate_read_models(session: AsyncSession) -> None:
+    tables: list[Any] = [*READ_MODELS, Inbox]
+    names = ", ".join(f'"{m.__table__.schema}"."{m.__tablename__}"' for m in tables)
+    await session.execute(text(f"TRUNCATE {names}"))
+
+
+# --- read side ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentFilters:
+    status: str | None = None
+    order_id: str | None = None
+    provider_payment_id: str | None = None
+    invoice_id: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+async def list_payments(
+    session: AsyncSession, filters: PaymentFilters, page: Page
+) -> tuple[list[PaymentView], int]:
+    p = PaymentView
+    clauses = _between(p.created_at, filters.created_from, filters.created_to)
+    for column, value in (
+        (p.status, filters.status),
+        (p.order_id, filters.order_id),
+        (p.provider_payment_id, filters.provider_payment_id),
+        (p.invoice_id, filters.invoice_id),
+    ):
+        if value is not None:
+            clauses.append(column == value)
+    stmt = select(p).where(*clauses).order_by(p.created_at.desc(), p.payment_id.desc())
+    return await _page(session, stmt, page)
+
+
+async def get_payment(session: AsyncSession, payment_id: uuid.UUID) -> PaymentView | None:
+    return await session.get(PaymentView, payment_id)
+
+
+async def payments_for_order(session: AsyncSession, order_id: str) -> list[PaymentView]:
+    rows = await session.scalars(
+        select(PaymentView)
+        .where(PaymentView.order_id == order_id)
+        .order_by(PaymentView.created_at.desc())
+    )
+    return list(rows)
+
+
+async def payments_for_provider_ids(
+    session: AsyncSession, provider_payment_id: str | None, invoice_id: str | None
+) -> list[PaymentView]:
+    match = _provider_id_match(PaymentView, provider_payment_id, invoice_id)
+    if match is None:
+        return []
+    rows = await session.scalars(
+        select(PaymentView).where(match).order_by(PaymentView.created_at.desc()).limit(20)
+    )
+    return list(rows)
+
+
+def _provider_id_match(
+    model: Any, provider_payment_id: str | None, invoice_id: str | None
+) -> ColumnElement[bool] | None:
+    clauses = []
+    if provider_payment_id:
+        clauses.append(model.provider_payment_id == provider_payment_id)
+    if invoice_id:
+        clauses.append(model.invoice_id == invoice_id)
+    return or_(*clauses) if clauses else None
+
+
+async def transitions_for_payment(
+    session: AsyncSession, payment_id: uuid.UUID
+) -> list[PaymentTransitionView]:
+    t = PaymentTransitionView
+    rows = await session.scalars(
+        select(t).where(t.payment_id == payment_id).order_by(t.version, t.occurred_at)
+    )
+    return list(rows)
+
+
+async def transitions_related_to(
+    session: AsyncSession,
+    *,
+    provider_payment_id: str | None,
+    invoice_id: str | None,
+    causation_ids: Sequence[str],
+) -> list[PaymentTransitionView]:
+    t = PaymentTransitionView
+    clauses: list[ColumnElement[bool]] = []
+    if match := _provider_id_match(t, provider_payment_id, invoice_id):
+        clauses.append(match)
+    if causation_ids:
+        clauses.append(t.causation_id.in_(list(causation_ids)))
+    if not clauses:
+        return []
+    rows = await session.scalars(
+        select(t).where(or_(*clauses)).order_by(t.payment_id, t.version).limit(200)
+    )
+    return list(rows)
+
+
+@dataclass(frozen=True)
+class OrderFilters:
+    status: str | None = None
+    email: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+async def list_orders(
+    session: AsyncSession, filters: OrderFilters, page: Page
+) -> tuple[list[OrderView], int]:
+    o = OrderView
+    clauses = _between(o.created_at, filters.created_from, filters.created_to)
+    if filters.status is not None:
+        clauses.append(o.status == filters.status)
+    if filters.email is not None:
+        clauses.append(func.lower(o.email) == filters.email.strip().lower())
+    stmt = select(o).where(*clauses).order_by(o.created_at.desc(), o.order_id.desc())
+    return await _page(session, stmt, page)
+
+
+async def get_order(session: AsyncSession, order_id: str) -> OrderView | None:
+    return await session.get(OrderView, order_id)
+
+
+async def order_events(session: AsyncSession, order_id: str) -> list[OrderEventView]:
+    e = OrderEventView
+    rows = await session.scalars(
+        select(e).where(e.order_id == order_id).order_by(e.version, e.occurred_at)
+    )
+    return list(rows)
+
+
+async def deliveries_for_order(session: AsyncSession, order_id: str) -> list[DeliveryView]:
+    rows = await session.scalars(
+        select(DeliveryView)
+        .where(DeliveryView.order_id == order_id)
+        .order_by(DeliveryView.delivered_at.desc())
+    )
+    return list(rows)
+
+
+async def emails_for_order(session: AsyncSession, order_id: str) -> list[EmailView]:
+    rows = await session.scalars(
+        select(EmailView)
+        .where(EmailView.order_id == order_id)
+        .order_by(EmailView.occurred_at.desc())
+    )
+    return list(rows)
+
+
+async def revocations_for_order(session: AsyncSession, order_id: str) -> list[RevocationView]:
+    rows = await session.scalars(
+        select(RevocationView)
+        .where(RevocationView.order_id == order_id)
+        .order_by(RevocationView.occurred_at.desc())
+    )
+    return list(rows)
+
+
+@dataclass(frozen=True)
+class WebhookLogFilters:
+    provider: str | None = None
+    external_id: str | None = None
+    event_type: str | None = None
+    accepted: bool | None = None
+    received_from: datetime | None = None
+    received_to: datetime | None = None
+
+
+async def list_webhook_logs(
+    session: AsyncSession, filters: WebhookLogFilters, page: Page
+) -> tuple[list[WebhookLogView], int]:
+    w = WebhookLogView
+    clauses = _between(w.received_at, filters.received_from, filters.received_to)
+    if filters.provider is not None:
+        clauses.append(w.provider == filters.provider)
+    if filters.external_id is not None:
+        clauses.append(
+            or_(w.payment_id == filters.external_id, w.invoice_id == filters.external_id)
+        )
+    if filters.event_type is not None:
+        clauses.append(w.payment_status == filters.event_type)
+    if filters.accepted is not None:
+        clauses.append(w.accepted.is_(filters.accepted))
+    stmt = select(w).where(*clauses).order_by(w.received_at.desc(), w.id.desc())
+    return await _page(session, stmt, page)
+
+
+async def get_webhook_log(session: AsyncSession, public_id: str) -> WebhookLogView | None:
+    return await session.get(WebhookLogView, public_id)
+
+
+async def webhook_publications(
+    session: AsyncSession, webhook_log_id: int
+) -> list[WebhookEventView]:
+    e = WebhookEventView
+    rows = await session.scalars(
+        select(e).where(e.webhook_log_id == webhook_log_id).order_by(e.occurred_at)
+    )
+    return list(rows)
+
+
+@dataclass(frozen=True)
+class DeadLetterFilters:
+    consumer: str | None = None
+    original_subject: str | None = None
+    dead_lettered_from: datetime | None = None
+    dead_lettered_to: datetime | None = None
+
+
+async def list_dead_letters(
+    session: AsyncSession, filters: DeadLetterFilters, page: Page
+) -> tuple[list[DeadLetterView], int]:
+    d = DeadLetterView
+    clauses = _between(d.dead_lettered_at, filters.dead_lettered_from, filters.dead_lettered_to)
+    if filters.consumer is not None:
+        clauses.append(d.consumer == filters.consumer)
+    if filters.original_subject is not None:
+        clauses.append(d.original_subject == filters.original_subject)
+    stmt = select(d).where(*clauses).order_by(d.dead_lettered_at.desc(), d.dl_sequence.desc())
+    return await _page(session, stmt, page)
+
+
+@dataclass(frozen=True)
+class DeliveryFilters:
+    order_id: str | None = None
+    delivered_from: datetime | None = None
+    delivered_to: datetime | None = None
+
+
+async def list_deliveries(
+    session: AsyncSession, filters: DeliveryFilters, page: Page
+) -> tuple[list[DeliveryView], int]:
+    d = DeliveryView
+    clauses = _between(d.delivered_at, filters.delivered_from, filters.delivered_to)
+    if filters.order_id is not None:
+        clauses.append(d.order_id == filters.order_id)
+    stmt = select(d).where(and_(*clauses)).order_by(d.delivered_at.desc(), d.delivery_id.desc())
+    return await _page(session, stmt, page)
