@@ -17,6 +17,10 @@ LICENCE_GROUPS = 5
 LICENCE_GROUP_LEN = 5
 MAX_ITEMS_PER_ORDER = 100
 MAX_QUANTITY_PER_ITEM = 1000
+MAX_ORDER_ID_LENGTH = 64
+MAX_SKU_LENGTH = 100
+MAX_TITLE_LENGTH = 200
+MAX_EMAIL_LENGTH = 320
 
 # Templates and whether a second email of the same kind may be sent for one order.
 TEMPLATE_ORDER_COMPLETED = "order_completed"
@@ -111,8 +115,18 @@ def download_filename(line: LineToDeliver) -> str:
     return f"{_slug(line.sku, 48)}-licence.txt"
 
 
-def lines_to_deliver(items: list[tuple[str, str, int]]) -> list[LineToDeliver]:
-    """Validate the order's lines (sku, title, quantity) and number them."""
+def lines_to_deliver(
+    order_id: str, email: str, items: list[tuple[str, str, int]]
+) -> list[LineToDeliver]:
+    """Validate a paid order and number its lines (sku, title, quantity).
+
+    Titles are cut to what the item row stores, before the file is made: a regenerated file
+    must come out of the stored row byte for byte.
+    """
+    if not order_id or len(order_id) > MAX_ORDER_ID_LENGTH:
+        raise UndeliverableOrderError("order id is empty or too long")
+    if "@" not in email or len(email) > MAX_EMAIL_LENGTH:
+        raise UndeliverableOrderError("order has no usable email address")
     if not items:
         raise UndeliverableOrderError("order has no items")
     if len(items) > MAX_ITEMS_PER_ORDER:
@@ -121,9 +135,9 @@ def lines_to_deliver(items: list[tuple[str, str, int]]) -> list[LineToDeliver]:
     for position, (sku, title, quantity) in enumerate(items, start=1):
         if not 1 <= quantity <= MAX_QUANTITY_PER_ITEM:
             raise UndeliverableOrderError(f"item {position} has quantity {quantity}")
-        if not sku:
-            raise UndeliverableOrderError(f"item {position} has no sku")
-        lines.append(LineToDeliver(position, sku, title, quantity))
+        if not sku or len(sku) > MAX_SKU_LENGTH:
+            raise UndeliverableOrderError(f"item {position} has an empty or too long sku")
+        lines.append(LineToDeliver(position, sku, title[:MAX_TITLE_LENGTH], quantity))
     return lines
 
 
@@ -153,7 +167,7 @@ def grant_state(
 
 
 def email_backoff(attempts: int, base: float, cap: float) -> float:
-    """Seconds before the next try after ``attempts`` failed ones: base, 2×, 4×… up to cap."""
+    """Seconds before the next try after ``attempts`` failed ones: base, 2x, 4x... up to cap."""
     exponent = max(attempts - 1, 0)
     return float(min(cap, base * (2 ** min(exponent, 30))))
 

@@ -6,6 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from shared.db import make_metadata
+from shared.messaging import InboxMixin, OutboxMixin
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -23,9 +25,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-from shared.db import make_metadata
-from shared.messaging import InboxMixin, OutboxMixin
 
 SCHEMA = "fulfillment"
 
@@ -101,7 +100,9 @@ class DownloadGrant(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     max_downloads: Mapped[int] = mapped_column(Integer)
     downloads: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    last_download_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_download_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
 

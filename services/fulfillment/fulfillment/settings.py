@@ -11,7 +11,6 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
-
 from shared.settings import ServiceSettings, require_secret
 
 EmailBackendName = Literal["smtp", "resend", "file"]

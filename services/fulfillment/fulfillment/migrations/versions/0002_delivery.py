@@ -119,9 +119,7 @@ def upgrade() -> None:
         _ts("created_at", default=True),
         _ts("sent_at", nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_email_log"),
-        sa.UniqueConstraint(
-            "order_id", "template", "ref", name="uq_email_log_order_template_ref"
-        ),
+        sa.UniqueConstraint("order_id", "template", "ref", name="uq_email_log_order_template_ref"),
         schema=SCHEMA,
     )
     op.create_index("ix_email_log_order_id", "email_log", ["order_id"], schema=SCHEMA)
