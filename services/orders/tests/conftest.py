@@ -141,6 +141,10 @@ class OrdersProbe:
         finally:
             await nc.close()
 
+    async def execute(self, query: str, **params: Any) -> None:
+        async with self.ctx.sessions() as session, session.begin():
+            await session.execute(text(query), params)
+
     async def sql(self, query: str, **params: Any) -> list[Any]:
         async with self.ctx.sessions() as session:
             return list((await session.execute(text(query), params)).all())
