@@ -230,7 +230,9 @@ class NowPaymentsClient:
     ) -> T:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._read_retries + 1),
-            wait=wait_exponential_jitter(initial=self._backoff, max=self._backoff_max),
+            wait=wait_exponential_jitter(
+                multiplier=self._backoff, max=self._backoff_max, jitter=self._backoff
+            ),
             retry=retry_if_exception_type(only),
             reraise=True,
         )
