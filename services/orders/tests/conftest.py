@@ -17,16 +17,15 @@ from typing import Any
 import httpx
 import nats
 import pytest
-from pydantic import SecretStr
-from sqlalchemy import func, select, text
-
 from orders import subscribers
 from orders.main import build, create_api
 from orders.models import Order, Outbox, Product
 from orders.settings import OrdersSettings
+from pydantic import SecretStr
 from shared.contracts.envelope import Event
 from shared.runtime import ServiceContext, running
 from shared.testing.plugin import Infra
+from sqlalchemy import func, select, text
 
 PEPPER = "orders-test-pepper-4f1c9a"
 STOREFRONT = "http://shop.test"
@@ -57,8 +56,16 @@ def make_settings(**overrides: Any) -> OrdersSettings:
 async def seed_catalogue(ctx: ServiceContext) -> None:
     async with ctx.sessions() as session, session.begin():
         for sku, title, price, currency, active in TEST_CATALOGUE:
-            session.add(Product(sku=sku, title=title, description=f"{title} for tests",
-                                price=Decimal(price), currency=currency, active=active))
+            session.add(
+                Product(
+                    sku=sku,
+                    title=title,
+                    description=f"{title} for tests",
+                    price=Decimal(price),
+                    currency=currency,
+                    active=active,
+                )
+            )
 
 
 @pytest.fixture
@@ -166,7 +173,8 @@ def publish_event(clean_infra: Infra) -> Publish:
         nc = await nats.connect(clean_infra.nats_url)
         try:
             await nc.jetstream().publish(
-                event.SUBJECT, event.model_dump_json().encode(),
+                event.SUBJECT,
+                event.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": msg_id or str(event.event_id)},
             )
         finally:
@@ -177,15 +185,15 @@ def publish_event(clean_infra: Infra) -> Publish:
 
 @pytest.fixture
 def place_order(orders_api: httpx.AsyncClient) -> Callable[..., Awaitable[dict[str, Any]]]:
-    async def place(items: list[dict[str, Any]] | None = None,
-                    email: str = "player@example.com") -> dict[str, Any]:
+    async def place(
+        items: list[dict[str, Any]] | None = None, email: str = "player@example.com"
+    ) -> dict[str, Any]:
         response = await orders_api.post(
-            "/orders", json={"email": email,
-                             "items": items or [{"sku": "game-key", "quantity": 2}]},
+            "/orders",
+            json={"email": email, "items": items or [{"sku": "game-key", "quantity": 2}]},
         )
         assert response.status_code == 201, response.text
         body: dict[str, Any] = response.json()
         return body
 
     return place
-

@@ -9,10 +9,12 @@ import pytest
 
 async def test_order_status_with_header_or_query_token(orders_api, place_order):
     order = await place_order(email="casey@example.com")
-    by_header = await orders_api.get(f"/orders/{order['order_id']}",
-                                     headers={"X-Order-Token": order["order_token"]})
-    by_query = await orders_api.get(f"/orders/{order['order_id']}",
-                                    params={"token": order["order_token"]})
+    by_header = await orders_api.get(
+        f"/orders/{order['order_id']}", headers={"X-Order-Token": order["order_token"]}
+    )
+    by_query = await orders_api.get(
+        f"/orders/{order['order_id']}", params={"token": order["order_token"]}
+    )
     assert by_header.status_code == by_query.status_code == 200
     assert by_header.json() == by_query.json()
     view = by_header.json()
@@ -47,27 +49,34 @@ async def test_without_the_right_token_the_order_does_not_exist(orders_api, plac
     }[how]
     response = await orders_api.get(url, **kwargs)
     assert response.status_code == 404
-    unknown = await orders_api.get(f"/orders/{uuid.uuid4()}",
-                                   headers={"X-Order-Token": order["order_token"]})
+    unknown = await orders_api.get(
+        f"/orders/{uuid.uuid4()}", headers={"X-Order-Token": order["order_token"]}
+    )
     assert unknown.status_code == 404
-    assert response.json() == unknown.json() == {
-        "detail": "Order not found",
-        "error": {"field": None, "reason": "Order not found", "code": "order_not_found"},
-    }
+    assert (
+        response.json()
+        == unknown.json()
+        == {
+            "detail": "Order not found",
+            "error": {"field": None, "reason": "Order not found", "code": "order_not_found"},
+        }
+    )
 
 
 @pytest.mark.parametrize("bad_id", ["not-a-uuid", "1", "00000000-0000-0000-0000-00000000000g"])
 async def test_malformed_order_id_is_404_not_422(orders_api, place_order, bad_id):
     order = await place_order()
-    response = await orders_api.get(f"/orders/{bad_id}",
-                                    headers={"X-Order-Token": order["order_token"]})
+    response = await orders_api.get(
+        f"/orders/{bad_id}", headers={"X-Order-Token": order["order_token"]}
+    )
     assert response.status_code == 404
     assert response.json()["detail"] == "Order not found"
 
 
 async def test_token_is_never_stored_in_plaintext(orders_api, probe):
     response = await orders_api.post(
-        "/orders", json={"email": "p@example.com", "items": [{"sku": "game-key", "quantity": 1}]},
+        "/orders",
+        json={"email": "p@example.com", "items": [{"sku": "game-key", "quantity": 1}]},
         headers={"Idempotency-Key": "plaintext-check"},
     )
     order = response.json()
@@ -78,7 +87,7 @@ async def test_token_is_never_stored_in_plaintext(orders_api, probe):
     # Nothing in the whole orders schema holds the token (or its raw bytes) in any form.
     dump = await probe.sql(
         "SELECT string_agg(t::text, '|') FROM ("
-        " SELECT row_to_json(o)::text AS t FROM orders.\"order\" o"
+        ' SELECT row_to_json(o)::text AS t FROM orders."order" o'
         " UNION ALL SELECT row_to_json(k)::text FROM orders.idempotency_key k"
         " UNION ALL SELECT convert_from(payload, 'UTF8') FROM orders.outbox"
         " UNION ALL SELECT row_to_json(h)::text FROM orders.order_history h) s"
@@ -87,5 +96,6 @@ async def test_token_is_never_stored_in_plaintext(orders_api, probe):
     assert "plaintext-check" in text  # the dump did include the idempotency row
     assert token not in text
     import base64
+
     raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     assert raw.hex() not in text

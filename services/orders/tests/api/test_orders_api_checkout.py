@@ -6,12 +6,10 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
-
 from orders.domain import OrderStatus
 from shared.contracts.payments import CreateInvoiceReply, CreateInvoiceRequest
 from shared.messaging.broker import make_broker
 from shared.messaging.rpc import register_responder
-
 
 
 class FakePayments:
@@ -25,12 +23,17 @@ class FakePayments:
         self.requests.append(req)
         if self.fail_with:
             code, message = self.fail_with
-            return CreateInvoiceReply(ok=False, error_code=code, error_message=message,
-                                      retryable=True)
+            return CreateInvoiceReply(
+                ok=False, error_code=code, error_message=message, retryable=True
+            )
         return CreateInvoiceReply(
-            ok=True, payment_id="7b0c7f3e-5b36-4c5e-9e0a-3d3c1d1f0a11", invoice_id="4522625843",
+            ok=True,
+            payment_id="7b0c7f3e-5b36-4c5e-9e0a-3d3c1d1f0a11",
+            invoice_id="4522625843",
             invoice_url=f"https://pay.example/invoice/{req.order_id}",
-            price_amount=req.price_amount, price_currency=req.price_currency, status="waiting",
+            price_amount=req.price_amount,
+            price_currency=req.price_currency,
+            status="waiting",
         )
 
 
@@ -54,13 +57,14 @@ async def test_checkout_creates_invoice_and_waits_for_payment(
     orders_api, place_order, fake_payments, probe
 ):
     order = await place_order()
-    response = await orders_api.post(f"/orders/{order['order_id']}/checkout",
-                                     headers=_token(order))
+    response = await orders_api.post(f"/orders/{order['order_id']}/checkout", headers=_token(order))
     assert response.status_code == 200, response.text
     assert response.json() == {
         "order_id": order["order_id"],
         "payment_url": f"https://pay.example/invoice/{order['order_id']}",
-        "amount": "19.98", "currency": "usd", "status": "awaiting_payment",
+        "amount": "19.98",
+        "currency": "usd",
+        "status": "awaiting_payment",
         "invoice_id": "4522625843",
     }
     [sent] = fake_payments.requests
@@ -98,8 +102,7 @@ async def test_provider_error_is_502_and_changes_nothing(
 ):
     order = await place_order()
     fake_payments.fail_with = ("INVALID_API_KEY", "Invalid api key")
-    response = await orders_api.post(f"/orders/{order['order_id']}/checkout",
-                                     headers=_token(order))
+    response = await orders_api.post(f"/orders/{order['order_id']}/checkout", headers=_token(order))
     assert response.status_code == 502
     body = response.json()
     assert "could not create an invoice" in body["detail"]
@@ -116,8 +119,7 @@ async def test_provider_error_is_502_and_changes_nothing(
 
 async def test_payments_unreachable_is_503_and_changes_nothing(orders_api, place_order, probe):
     order = await place_order()  # no responder registered: nobody answers
-    response = await orders_api.post(f"/orders/{order['order_id']}/checkout",
-                                     headers=_token(order))
+    response = await orders_api.post(f"/orders/{order['order_id']}/checkout", headers=_token(order))
     assert response.status_code == 503
     assert "temporarily unavailable" in response.json()["detail"]
     assert response.headers["Retry-After"] == "5"
@@ -128,8 +130,9 @@ async def test_payments_unreachable_is_503_and_changes_nothing(orders_api, place
 
 async def test_checkout_needs_the_token(orders_api, place_order, fake_payments):
     order = await place_order()
-    response = await orders_api.post(f"/orders/{order['order_id']}/checkout",
-                                     headers={"X-Order-Token": "wrong"})
+    response = await orders_api.post(
+        f"/orders/{order['order_id']}/checkout", headers={"X-Order-Token": "wrong"}
+    )
     assert response.status_code == 404
     missing = await orders_api.post(f"/orders/{order['order_id']}/checkout")
     assert missing.status_code == 404
@@ -141,11 +144,12 @@ async def test_checkout_after_the_order_moved_on_is_409(
     orders_api, place_order, fake_payments, probe, status
 ):
     order = await place_order()
-    await probe.execute('UPDATE orders."order" SET status = :s WHERE id = CAST(:id AS uuid)',
-                        s=status, id=order["order_id"])
-    response = await orders_api.post(f"/orders/{order['order_id']}/checkout",
-                                     headers=_token(order))
+    await probe.execute(
+        'UPDATE orders."order" SET status = :s WHERE id = CAST(:id AS uuid)',
+        s=status,
+        id=order["order_id"],
+    )
+    response = await orders_api.post(f"/orders/{order['order_id']}/checkout", headers=_token(order))
     assert response.status_code == 409
     assert f"the order is {status}" in response.json()["detail"]
     assert fake_payments.requests == []
-

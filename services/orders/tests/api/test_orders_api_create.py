@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 import pytest
-
 from shared.contracts import subjects
 
 GOOD = {"email": "player@example.com", "items": [{"sku": "game-key", "quantity": 2}]}
@@ -20,17 +19,24 @@ async def test_products_lists_active_items_with_decimal_prices(orders_api):
     by_sku = {p["sku"]: p for p in items}
     assert set(by_sku) == {"game-key", "office-licence", "euro-pack"}  # retired-key hidden
     assert by_sku["game-key"] == {
-        "sku": "game-key", "title": "Game Key", "description": "Game Key for tests",
-        "price": "9.99", "currency": "usd",
+        "sku": "game-key",
+        "title": "Game Key",
+        "description": "Game Key for tests",
+        "price": "9.99",
+        "currency": "usd",
     }
     assert by_sku["office-licence"]["price"] == "14.50"
 
 
 async def test_create_order_prices_server_side_and_publishes_order_created(orders_api, probe):
-    body = {"email": "Player@Example.com", "items": [
-        {"sku": "game-key", "quantity": 2}, {"sku": "office-licence", "quantity": 1},
-        # a client-sent price is ignored: the catalogue decides
-    ]}
+    body = {
+        "email": "Player@Example.com",
+        "items": [
+            {"sku": "game-key", "quantity": 2},
+            {"sku": "office-licence", "quantity": 1},
+            # a client-sent price is ignored: the catalogue decides
+        ],
+    }
     body["items"][0]["unit_price"] = "0.01"
     response = await orders_api.post("/orders", json=body)
     assert response.status_code == 201, response.text
@@ -39,10 +45,20 @@ async def test_create_order_prices_server_side_and_publishes_order_created(order
     assert order["total"] == "34.48"  # 2 x 9.99 + 14.50, in Decimal
     assert order["currency"] == "usd"
     assert order["items"] == [
-        {"sku": "game-key", "title": "Game Key", "quantity": 2, "unit_price": "9.99",
-         "line_total": "19.98"},
-        {"sku": "office-licence", "title": "Office Licence", "quantity": 1,
-         "unit_price": "14.50", "line_total": "14.50"},
+        {
+            "sku": "game-key",
+            "title": "Game Key",
+            "quantity": 2,
+            "unit_price": "9.99",
+            "line_total": "19.98",
+        },
+        {
+            "sku": "office-licence",
+            "title": "Office Licence",
+            "quantity": 1,
+            "unit_price": "14.50",
+            "line_total": "14.50",
+        },
     ]
     assert len(order["order_token"]) >= 43
     uuid.UUID(order["order_id"])
@@ -64,36 +80,83 @@ def _items(n: int) -> list[dict[str, Any]]:
 
 INVALID = [
     pytest.param({"items": GOOD["items"]}, "email", "Field required", id="email-missing"),
-    pytest.param({**GOOD, "email": "not-an-email"}, "email", "not a valid email",
-                 id="email-syntax"),
-    pytest.param({**GOOD, "email": "a@b@example.com"}, "email", "not a valid email",
-                 id="email-two-at"),
-    pytest.param({**GOOD, "items": [{"sku": "game-key", "quantity": 0}]}, "items[0].quantity",
-                 "greater than or equal to 1", id="quantity-zero"),
-    pytest.param({**GOOD, "items": [{"sku": "game-key", "quantity": 11}]}, "items[0].quantity",
-                 "less than or equal to 10", id="quantity-eleven"),
-    pytest.param({**GOOD, "items": [{"sku": "game-key", "quantity": "2"}]}, "items[0].quantity",
-                 "valid integer", id="quantity-string"),
-    pytest.param({**GOOD, "items": [{"sku": "game-key", "quantity": 1.5}]}, "items[0].quantity",
-                 "valid integer", id="quantity-fraction"),
-    pytest.param({**GOOD, "items": [{"sku": "game-key"}]}, "items[0].quantity", "Field required",
-                 id="quantity-missing"),
-    pytest.param({**GOOD, "items": [{"sku": "no-such-thing", "quantity": 1}]}, "items[0].sku",
-                 "unknown sku 'no-such-thing'", id="sku-unknown"),
-    pytest.param({**GOOD, "items": [{"sku": "retired-key", "quantity": 1}]}, "items[0].sku",
-                 "no longer sold", id="sku-inactive"),
-    pytest.param({**GOOD, "items": [{"sku": "", "quantity": 1}]}, "items[0].sku",
-                 "at least 1 character", id="sku-empty"),
-    pytest.param({**GOOD, "items": [{"sku": "x" * 65, "quantity": 1}]}, "items[0].sku",
-                 "at most 64 characters", id="sku-too-long"),
+    pytest.param(
+        {**GOOD, "email": "not-an-email"}, "email", "not a valid email", id="email-syntax"
+    ),
+    pytest.param(
+        {**GOOD, "email": "a@b@example.com"}, "email", "not a valid email", id="email-two-at"
+    ),
+    pytest.param(
+        {**GOOD, "items": [{"sku": "game-key", "quantity": 0}]},
+        "items[0].quantity",
+        "greater than or equal to 1",
+        id="quantity-zero",
+    ),
+    pytest.param(
+        {**GOOD, "items": [{"sku": "game-key", "quantity": 11}]},
+        "items[0].quantity",
+        "less than or equal to 10",
+        id="quantity-eleven",
+    ),
+    pytest.param(
+        {**GOOD, "items": [{"sku": "game-key", "quantity": "2"}]},
+        "items[0].quantity",
+        "valid integer",
+        id="quantity-string",
+    ),
+    pytest.param(
+        {**GOOD, "items": [{"sku": "game-key", "quantity": 1.5}]},
+        "items[0].quantity",
+        "valid integer",
+        id="quantity-fraction",
+    ),
+    pytest.param(
+        {**GOOD, "items": [{"sku": "game-key"}]},
+        "items[0].quantity",
+        "Field required",
+        id="quantity-missing",
+    ),
+    pytest.param(
+        {**GOOD, "items": [{"sku": "no-such-thing", "quantity": 1}]},
+        "items[0].sku",
+        "unknown sku 'no-such-thing'",
+        id="sku-unknown",
+    ),
+    pytest.param(
+        {**GOOD, "items": [{"sku": "retired-key", "quantity": 1}]},
+        "items[0].sku",
+        "no longer sold",
+        id="sku-inactive",
+    ),
+    pytest.param(
+        {**GOOD, "items": [{"sku": "", "quantity": 1}]},
+        "items[0].sku",
+        "at least 1 character",
+        id="sku-empty",
+    ),
+    pytest.param(
+        {**GOOD, "items": [{"sku": "x" * 65, "quantity": 1}]},
+        "items[0].sku",
+        "at most 64 characters",
+        id="sku-too-long",
+    ),
     pytest.param({**GOOD, "items": []}, "items", "at least 1 item", id="items-empty"),
     pytest.param({**GOOD, "items": _items(21)}, "items", "at most 20 items", id="items-21-lines"),
-    pytest.param({**GOOD, "items": [{"sku": "game-key", "quantity": 1},
-                                    {"sku": "euro-pack", "quantity": 1}]},
-                 "items", "share a currency", id="mixed-currency"),
-    pytest.param({**GOOD, "items": [{"sku": "game-key", "quantity": 1},
-                                    {"sku": "game-key", "quantity": 2}]},
-                 "items[1].sku", "already appears in line 0", id="duplicate-sku"),
+    pytest.param(
+        {
+            **GOOD,
+            "items": [{"sku": "game-key", "quantity": 1}, {"sku": "euro-pack", "quantity": 1}],
+        },
+        "items",
+        "share a currency",
+        id="mixed-currency",
+    ),
+    pytest.param(
+        {**GOOD, "items": [{"sku": "game-key", "quantity": 1}, {"sku": "game-key", "quantity": 2}]},
+        "items[1].sku",
+        "already appears in line 0",
+        id="duplicate-sku",
+    ),
     pytest.param({**GOOD, "items": "game-key"}, "items", "valid list", id="items-not-list"),
 ]
 
@@ -114,8 +177,10 @@ async def test_invalid_order_is_refused_naming_field_and_reason(
 
 
 async def test_every_bad_line_is_reported_at_once(orders_api):
-    body = {**GOOD, "items": [{"sku": "nope", "quantity": 1}, {"sku": "retired-key",
-                                                                "quantity": 1}]}
+    body = {
+        **GOOD,
+        "items": [{"sku": "nope", "quantity": 1}, {"sku": "retired-key", "quantity": 1}],
+    }
     response = await orders_api.post("/orders", json=body)
     assert response.status_code == 422
     locs = [d["loc"] for d in response.json()["detail"]]
@@ -123,8 +188,9 @@ async def test_every_bad_line_is_reported_at_once(orders_api):
 
 
 async def test_malformed_json_and_oversized_bodies_are_422(orders_api, probe):
-    response = await orders_api.post("/orders", content=b"{not json",
-                                     headers={"content-type": "application/json"})
+    response = await orders_api.post(
+        "/orders", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.json()["error"]["reason"]
 
@@ -137,8 +203,9 @@ async def test_malformed_json_and_oversized_bodies_are_422(orders_api, probe):
 
 @pytest.mark.parametrize("key", ["", "k" * 256, "has space", "naïve"])
 async def test_invalid_idempotency_key_is_refused(orders_api, probe, key):
-    response = await orders_api.post("/orders", json=GOOD,
-                                     headers={"Idempotency-Key": key.encode("utf-8")})
+    response = await orders_api.post(
+        "/orders", json=GOOD, headers={"Idempotency-Key": key.encode("utf-8")}
+    )
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "Idempotency-Key"
     assert await probe.count_orders() == 0
@@ -154,8 +221,9 @@ async def test_idempotent_retry_returns_the_first_result(orders_api, probe):
     assert "Idempotent-Replayed" not in first.headers
     assert await probe.count_orders() == 1
     order = first.json()
-    opened = await orders_api.get(f"/orders/{order['order_id']}",
-                                  headers={"X-Order-Token": second.json()["order_token"]})
+    opened = await orders_api.get(
+        f"/orders/{order['order_id']}", headers={"X-Order-Token": second.json()["order_token"]}
+    )
     assert opened.status_code == 200
 
 
