@@ -67,7 +67,7 @@ class RateLimitedError(BackendError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
 
 
 class Product(_Model):
@@ -83,6 +83,7 @@ class OrderItem(_Model):
     quantity: int
     title: str | None = None
     unit_price: str | None = None
+    line_total: str | None = None
 
 
 class CreatedOrder(_Model):
@@ -116,6 +117,8 @@ class OrderView(_Model):
     total: str | None = None
     currency: str | None = None
     payment_url: str | None = None
+    email: str | None = None  # masked by orders: p***@example.com
+    failure_reason: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
@@ -158,6 +161,11 @@ def _error_details(response: httpx.Response) -> tuple[str | None, str | None]:
         return None, None
     if not isinstance(body, dict):
         return None, None
+    error = body.get("error")
+    if isinstance(error, dict) and error.get("reason"):
+        # orders' shape: {"detail": ..., "error": {"field", "reason", "code"}}
+        field = error.get("field")
+        return _as_str(error["reason"]), _as_str(field) if field else None
     detail = body.get("detail", body)
     if isinstance(detail, str):
         return detail, body.get("field")

@@ -8,10 +8,10 @@ from typing import Any
 FINAL_ORDER_STATUSES = frozenset({"fulfilled", "underpaid", "failed", "expired"})
 CONFIRMING_PAYMENT_STATUSES = frozenset({"confirming", "confirmed", "sending"})
 
+# Shown when orders sends no message of its own; orders' text is the policy of record.
 UNDERPAID_POLICY = (
-    "We received less than the amount due, so this order was not delivered. Underpaid orders "
-    "are never fulfilled automatically: contact support with your order number and we will "
-    "either let you pay the difference or refund what you sent, minus network fees."
+    "We received less than the order total, so this order was not delivered. Underpayments are "
+    "not refunded automatically: please contact support with your order number."
 )
 
 HISTORY_LABELS = {
@@ -39,7 +39,10 @@ class StatusView:
         return asdict(self)
 
 
-def status_view(order_status: str, payment_status: str | None) -> StatusView:
+def status_view(
+    order_status: str, payment_status: str | None, message: str | None = None
+) -> StatusView:
+    """``message`` is orders' own text; it states the policy or the failure reason when known."""
     if order_status == "fulfilled":
         return StatusView(
             "fulfilled",
@@ -60,7 +63,7 @@ def status_view(order_status: str, payment_status: str | None) -> StatusView:
         return StatusView(
             "underpaid",
             "Underpaid — the payment was less than the amount due",
-            UNDERPAID_POLICY,
+            message or UNDERPAID_POLICY,
             final=True,
             tone="warning",
         )
@@ -78,7 +81,7 @@ def status_view(order_status: str, payment_status: str | None) -> StatusView:
         return StatusView(
             "failed",
             "Payment failed",
-            "The payment did not go through. Nothing was delivered; you can try again.",
+            message or "The payment did not go through. Nothing was delivered; you can try again.",
             final=True,
             tone="error",
             can_retry=True,

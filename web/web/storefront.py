@@ -178,8 +178,7 @@ async def checkout(request: Request) -> Response:
             request,
             503 if isinstance(exc, BackendUnavailableError) else 409,
             "Payments are temporarily unavailable",
-            f"Your order {order.order_id} is saved, but we could not open the payment page: "
-            f"{exc.message} Please try again in a moment.",
+            f"{exc.message} Your order {order.order_id} is saved: you can retry from its page.",
             link=(f"/orders/{order.order_id}", "Go to your order and try again"),
         )
         remember_order(request, response, order.order_id, order.order_token)
@@ -213,12 +212,11 @@ def _order_missing(request: Request) -> Response:
 
 
 def _status_payload(order: OrderView) -> dict[str, Any]:
-    view = status_view(order.status, order.payment_status)
+    view = status_view(order.status, order.payment_status, order.message)
     return {
         "order_id": order.order_id,
         "status": order.status,
         "payment_status": order.payment_status,
-        "message": order.message,
         **view.as_dict(),
         "history": [
             {"status": h.status, "label": history_label(h.status), "at": h.at}
@@ -236,7 +234,7 @@ async def order_page(request: Request, order_id: str) -> Response:
         order = await orders_client(request).get_order(order_id, token)
     except NotFoundError:
         return _order_missing(request)
-    view = status_view(order.status, order.payment_status)
+    view = status_view(order.status, order.payment_status, order.message)
     retry_sku = order.items[0].sku if order.items else None
     payment_url = (
         order.payment_url
@@ -294,7 +292,7 @@ async def pay_order(request: Request, order_id: str) -> Response:
             request,
             503,
             "Payments are temporarily unavailable",
-            f"{exc.message} Please try again in a moment.",
+            exc.message,
             link=(f"/orders/{order_id}", "Back to your order"),
         )
     if not _check_payment_url(request, invoice.payment_url):

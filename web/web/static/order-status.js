@@ -13,7 +13,6 @@
     var el = section.querySelector('[data-field="' + field + '"]');
     if (!el) { return; }
     el.textContent = value || "";
-    if (field === "message") { el.hidden = !value; }
   }
 
   function human(value, fallback) {
@@ -43,7 +42,6 @@
   function apply(data) {
     setText("title", data.title);
     setText("detail", data.detail);
-    setText("message", data.message);
     setText("status", human(data.status, ""));
     setText("payment_status", human(data.payment_status, "not started"));
     section.setAttribute("data-state", data.state);
