@@ -23,8 +23,9 @@ class _CRLFMailbox(Mailbox):
 
 
 def start_capture(maildir: Path, host: str, port: int) -> Controller:
-    maildir.mkdir(parents=True, exist_ok=True)
-    mailbox.Maildir(str(maildir), create=True)
+    # Maildir(create=True) makes tmp/new/cur only when the folder itself is new.
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
     controller = Controller(_CRLFMailbox(maildir), hostname=host, port=port)
     controller.start()
     return controller
