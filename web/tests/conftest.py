@@ -282,21 +282,57 @@ class FakeAdmin:
                 "received_count": 2,
                 "raw_body": '{"payment_status":"finished","note":"<script>alert(1)</script>"}',
                 "headers": {"x-nowpayments-sig": "abc123", "content-type": "application/json"},
-                "related": {"payment_id": "pay-1", "order_id": "ord-1"},
+                "payload": {"payment_status": "finished"},
+                "can_reprocess": log_id != "r-9",
+                "caused": {
+                    "publications": [{"event_id": "evt-1", "replay": False}],
+                    "payments": [],
+                    "transitions": [
+                        {"previous_status": "sending", "status": "finished", "caused_by_this": True}
+                    ],
+                },
+            }
+
+        @app.get("/admin/{collection}/{record_id}")
+        async def record(collection: str, record_id: str, request: Request) -> Any:
+            if (denied := authorised(request)) is not None:
+                return denied
+            if record_id == "missing":
+                return JSONResponse({"detail": f"{collection} not found"}, status_code=404)
+            return {
+                "order_id": record_id,
+                "status": "fulfilled",
+                "provider_payment_id": "5000000001",
+                "email": "buyer@example.com",
+                "events": [{"event_type": "order_paid", "status": "paid"}],
+                "deliveries": [],
             }
 
         @app.post("/admin/webhook-logs/{log_id}/reprocess")
         async def reprocess(log_id: str, body: dict[str, Any], request: Request) -> Any:
             if (denied := authorised(request)) is not None:
                 return denied
+            if log_id == "a-busy":
+                return JSONResponse(
+                    {
+                        "ok": False,
+                        "message": "webhooks did not answer",
+                        "audit_id": 8,
+                        "detail": "webhooks did not answer",
+                    },
+                    status_code=503,
+                )
             self.reprocessed.append((log_id, body["reason"]))
-            return {"ok": True, "event_id": "evt-42", "message": "Reprocess queued."}
+            return JSONResponse(
+                {"ok": True, "event_id": "evt-42", "message": "Reprocess queued.", "audit_id": 7},
+                status_code=202,
+            )
 
         @app.post("/admin/orders/{order_id}/revoke-downloads")
         async def revoke(order_id: str, body: dict[str, Any], request: Request) -> Any:
             if (denied := authorised(request)) is not None:
                 return denied
-            return {"ok": True, "message": f"Revoked 1 link of {order_id}."}
+            return {"ok": True, "message": f"Revoked 1 link of {order_id}.", "audit_id": 9}
 
         return app
 

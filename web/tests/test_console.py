@@ -175,7 +175,7 @@ async def test_reprocess_sends_the_reason_and_shows_the_result(web: WebHarness) 
     assert response.headers["location"] == "/admin/webhook-logs/42"
     assert web.admin.reprocessed == [("42", "IPN arrived before the payment row")]
     page = await web.client.get("/admin/webhook-logs/42")
-    assert "Reprocess queued. Event evt-42." in page.text
+    assert "Reprocess queued. Event evt-42. Audit entry #7." in page.text
     # one-shot: the next view has no message
     again = await web.client.get("/admin/webhook-logs/42")
     assert "Reprocess queued" not in again.text
@@ -196,15 +196,53 @@ async def test_reprocess_needs_a_reason_and_a_csrf_token(web: WebHarness) -> Non
     assert web.admin.reprocessed == []
 
 
-async def test_revoke_downloads(web: WebHarness) -> None:
+async def test_reprocess_outage_is_reported_not_crashed(web: WebHarness) -> None:
     await web.login()
-    _, csrf = await web.form_page("/admin/orders/ord-1/revoke")
+    _, csrf = await web.form_page("/admin/webhook-logs/a-busy")
     response = await web.client.post(
-        "/admin/orders/ord-1/revoke", data={"csrf_token": csrf, "reason": "chargeback"}
+        "/admin/webhook-logs/a-busy/reprocess", data={"csrf_token": csrf, "reason": "retry it"}
     )
     assert response.status_code == 303
-    page = await web.client.get("/admin/orders/ord-1/revoke")
-    assert "Revoked 1 link of ord-1." in page.text
+    page = await web.client.get("/admin/webhook-logs/a-busy")
+    assert "Reprocess failed: webhooks did not answer" in page.text
+
+
+async def test_rejected_callbacks_offer_no_reprocess(web: WebHarness) -> None:
+    await web.login()
+    page = await web.client.get("/admin/webhook-logs/r-9")
+    assert 'id="reprocess-form"' not in page.text
+    assert 'id="cannot-reprocess"' in page.text
+
+
+async def test_webhook_detail_shows_what_the_callback_caused(web: WebHarness) -> None:
+    await web.login()
+    page = await web.client.get("/admin/webhook-logs/a-1")
+    assert "Caused: transitions" in page.text
+    assert "Caused by this" in page.text
+
+
+async def test_order_detail_and_revoke_downloads(web: WebHarness) -> None:
+    await web.login()
+    html, csrf = await web.form_page("/admin/orders/ord-1")
+    assert "Events" in html
+    assert "order_paid" in html
+    assert 'href="/admin/payments?order_id=ord-1"' in html
+    response = await web.client.post(
+        "/admin/orders/ord-1/revoke-downloads", data={"csrf_token": csrf, "reason": "chargeback"}
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/admin/orders/ord-1"
+    page = await web.client.get("/admin/orders/ord-1")
+    assert "Revoked 1 link of ord-1. Audit entry #9." in page.text
+
+
+async def test_payment_detail_links_to_its_webhook_logs(web: WebHarness) -> None:
+    await web.login()
+    page = await web.client.get("/admin/payments/pay-1")
+    assert page.status_code == 200
+    assert 'href="/admin/webhook-logs?external_id=5000000001"' in page.text
+    missing = await web.client.get("/admin/payments/missing")
+    assert missing.status_code == 404
 
 
 async def test_logout_ends_the_session(web: WebHarness) -> None:

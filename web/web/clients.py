@@ -142,6 +142,7 @@ class ActionResult(_Model):
     ok: bool = True
     message: str | None = None
     event_id: str | None = None
+    audit_id: int | None = None
 
 
 # -- transport ---------------------------------------------------------------------------------
@@ -317,11 +318,15 @@ class AdminClient(_Gateway):
         data = await self._call("GET", f"/admin/{resource}", params=params, token=token)
         return self._parse(Page, data)
 
-    async def webhook_log(self, log_id: str, token: str) -> dict[str, Any]:
-        data = await self._call("GET", f"/admin/webhook-logs/{log_id}", token=token)
+    async def record(self, collection: str, record_id: str, token: str) -> dict[str, Any]:
+        """One record: ``payments``/``orders``/``webhook-logs`` + id."""
+        data = await self._call("GET", f"/admin/{collection}/{record_id}", token=token)
         if not isinstance(data, dict):
             raise BackendUnavailableError("Unexpected answer from admin.", service=self.service)
         return data
+
+    async def webhook_log(self, log_id: str, token: str) -> dict[str, Any]:
+        return await self.record("webhook-logs", log_id, token)
 
     async def reprocess(self, log_id: str, reason: str, token: str) -> ActionResult:
         data = await self._call(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -17,6 +18,8 @@ from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from web.clients import (
+    ActionResult,
+    BackendUnavailableError,
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
@@ -75,6 +78,10 @@ def _choices(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return (("", "Any"), *((v, v.replace("_", " ")) for v in values))
 
 
+def _when(name: str, label: str) -> Filter:
+    return Filter(name, label, "datetime")
+
+
 RESOURCES: dict[str, Resource] = {
     r.slug: r
     for r in (
@@ -86,8 +93,8 @@ RESOURCES: dict[str, Resource] = {
                 Filter("order_id", "Order id"),
                 Filter("provider_payment_id", "Provider payment id"),
                 Filter("invoice_id", "Invoice id"),
-                Filter("created_from", "Created from", "datetime"),
-                Filter("created_to", "Created to", "datetime"),
+                _when("created_from", "Created from"),
+                _when("created_to", "Created to"),
             ),
             (
                 ("payment_id", "Payment"),
@@ -100,7 +107,7 @@ RESOURCES: dict[str, Resource] = {
                 ("pay_amount", "Pay amount"),
                 ("actually_paid", "Paid"),
                 ("pay_currency", "Coin"),
-                ("created_at", "Created"),
+                ("source", "Source"),
                 ("updated_at", "Updated"),
             ),
             "No payments match.",
@@ -111,6 +118,8 @@ RESOURCES: dict[str, Resource] = {
             (
                 Filter("status", "Status", "select", _choices(ORDER_STATUSES)),
                 Filter("email", "Email"),
+                _when("created_from", "Created from"),
+                _when("created_to", "Created to"),
             ),
             (
                 ("order_id", "Order"),
@@ -118,6 +127,7 @@ RESOURCES: dict[str, Resource] = {
                 ("status", "Status"),
                 ("total", "Total"),
                 ("currency", "Currency"),
+                ("reason", "Reason"),
                 ("created_at", "Created"),
                 ("updated_at", "Updated"),
             ),
@@ -128,26 +138,28 @@ RESOURCES: dict[str, Resource] = {
             "Webhook logs",
             (
                 Filter("provider", "Provider"),
-                Filter("external_id", "External id (payment id)"),
-                Filter("event_type", "Event type"),
+                Filter("external_id", "External id (payment or invoice id)"),
+                Filter("event_type", "Event type (payment status)"),
                 Filter(
                     "accepted",
                     "Accepted",
                     "select",
                     (("", "Any"), ("true", "yes"), ("false", "no")),
                 ),
-                Filter("received_from", "Received from", "datetime"),
-                Filter("received_to", "Received to", "datetime"),
+                _when("received_from", "Received from"),
+                _when("received_to", "Received to"),
             ),
             (
                 ("id", "Log"),
                 ("provider", "Provider"),
                 ("external_id", "External id"),
+                ("order_id", "Order"),
                 ("event_type", "Event type"),
-                ("payment_status", "Status"),
                 ("accepted", "Accepted"),
+                ("actually_paid", "Paid"),
                 ("received_count", "Received"),
-                ("error", "Error"),
+                ("replay_count", "Replays"),
+                ("reason", "Reason"),
                 ("received_at", "Received at"),
             ),
             "No webhook deliveries match.",
@@ -155,35 +167,44 @@ RESOURCES: dict[str, Resource] = {
         Resource(
             "dead-letters",
             "Dead letters",
-            (),
+            (
+                Filter("consumer", "Consumer"),
+                Filter("original_subject", "Subject"),
+                _when("dead_lettered_from", "From"),
+                _when("dead_lettered_to", "To"),
+            ),
             (
                 ("id", "Id"),
-                ("subject", "Subject"),
-                ("durable", "Consumer"),
+                ("consumer", "Consumer"),
+                ("original_subject", "Subject"),
                 ("event_id", "Event"),
                 ("deliveries", "Deliveries"),
                 ("error", "Error"),
-                ("failed_at", "Failed at"),
-                ("received_at", "Received at"),
+                ("dead_lettered_at", "Dead-lettered at"),
             ),
             "No dead letters. Every event was handled.",
         ),
         Resource(
             "audit",
             "Audit log",
-            (),
+            (
+                Filter("action", "Action"),
+                Filter("actor", "Operator"),
+                Filter("target_id", "Target id"),
+                Filter("outcome", "Outcome"),
+                _when("occurred_from", "From"),
+                _when("occurred_to", "To"),
+            ),
             (
                 ("id", "Id"),
-                ("at", "At"),
-                ("created_at", "At"),
-                ("actor", "Operator"),
-                ("username", "Operator"),
+                ("occurred_at", "At"),
+                ("actor_username", "Operator"),
                 ("action", "Action"),
                 ("target_type", "Target type"),
                 ("target_id", "Target"),
-                ("target", "Target"),
                 ("reason", "Reason"),
-                ("result", "Result"),
+                ("outcome", "Outcome"),
+                ("detail", "Detail"),
             ),
             "No operator actions recorded yet.",
         ),
@@ -354,20 +375,21 @@ def cell(value: Any) -> str:
 def _row_links(slug: str, item: dict[str, Any]) -> list[tuple[str, str]]:
     links: list[tuple[str, str]] = []
     if slug == "payments":
-        external = item.get("provider_payment_id") or item.get("payment_id")
+        if item.get("payment_id") is not None:
+            links.append((f"/admin/payments/{item['payment_id']}", "Details"))
+        external = item.get("provider_payment_id") or item.get("invoice_id")
         if external is not None:
             links.append(
                 (f"/admin/webhook-logs?{urlencode({'external_id': external})}", "Webhook logs")
             )
     elif slug == "webhook-logs":
-        log_id = item.get("id") or item.get("webhook_log_id")
-        if log_id is not None:
-            links.append((f"/admin/webhook-logs/{log_id}", "Details"))
+        if item.get("id") is not None:
+            links.append((f"/admin/webhook-logs/{item['id']}", "Details"))
     elif slug == "orders":
-        order_id = item.get("order_id") or item.get("id")
+        order_id = item.get("order_id")
         if order_id is not None:
+            links.append((f"/admin/orders/{order_id}", "Details"))
             links.append((f"/admin/payments?{urlencode({'order_id': order_id})}", "Payments"))
-            links.append((f"/admin/orders/{order_id}/revoke", "Revoke downloads"))
     return links
 
 
@@ -450,7 +472,9 @@ async def audit(request: Request) -> Response:
 
 
 def _pretty_body(detail: dict[str, Any]) -> str:
-    raw = detail.get("raw_body", detail.get("body"))
+    raw = detail.get("raw_body")
+    if raw is None:
+        raw = detail.get("body_excerpt") or detail.get("payload")
     if raw is None:
         return ""
     if not isinstance(raw, str):
@@ -458,16 +482,55 @@ def _pretty_body(detail: dict[str, Any]) -> str:
     return raw
 
 
-def _related(detail: dict[str, Any]) -> list[tuple[str, str]]:
-    related = detail.get("related")
-    if isinstance(related, dict):
-        return [(str(k), cell(v)) for k, v in related.items()]
-    if isinstance(related, list):
-        return [(str(i + 1), cell(v)) for i, v in enumerate(related)]
-    return []
+@dataclass(frozen=True)
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
 
 
-SUMMARY_SKIP = frozenset({"raw_body", "body", "headers", "related", "payload"})
+def _label(key: str) -> str:
+    return key.replace("_", " ").capitalize()
+
+
+def _table(title: str, rows: list[Any]) -> Table:
+    columns: list[str] = []
+    for row in rows:
+        for key in row if isinstance(row, dict) else ():
+            if key not in columns:
+                columns.append(key)
+    return Table(
+        title,
+        [_label(c) for c in columns],
+        [[cell(row.get(c)) for c in columns] for row in rows if isinstance(row, dict)],
+    )
+
+
+def _is_rows(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
+def record_sections(
+    data: dict[str, Any], skip: frozenset[str] = frozenset()
+) -> tuple[list[tuple[str, str]], list[Table]]:
+    """Scalars as facts; lists of records (also one level down) as tables."""
+    facts: list[tuple[str, str]] = []
+    tables: list[Table] = []
+    for key, value in data.items():
+        if key in skip:
+            continue
+        if _is_rows(value):
+            tables.append(_table(_label(key), value))
+        elif isinstance(value, dict) and value and all(_is_rows(v) for v in value.values()):
+            tables.extend(
+                _table(f"{_label(key)}: {_label(k).lower()}", v) for k, v in value.items()
+            )
+        else:
+            facts.append((_label(key), cell(value)))
+    return facts, tables
+
+
+WEBHOOK_SKIP = frozenset({"raw_body", "headers", "payload", "body_excerpt"})
 
 
 @router.get("/webhook-logs/{log_id}")
@@ -477,7 +540,7 @@ async def webhook_detail(request: Request, log_id: str) -> Response:
         return error_page(request, 404, "Not found", "There is no such webhook log.")
     try:
         detail = await admin_client(request).webhook_log(log_id, who.token)
-    except NotFoundError:
+    except (NotFoundError, InvalidInputError):
         return error_page(
             request,
             404,
@@ -486,6 +549,7 @@ async def webhook_detail(request: Request, log_id: str) -> Response:
             link=("/admin/webhook-logs", "All webhook logs"),
         )
     headers = detail.get("headers")
+    facts, tables = record_sections(detail, WEBHOOK_SKIP)
     return render(
         request,
         "admin/webhook_detail.html",
@@ -493,17 +557,56 @@ async def webhook_detail(request: Request, log_id: str) -> Response:
             "operator": who,
             "resources": RESOURCES,
             "log_id": log_id,
-            "summary": [(k, cell(v)) for k, v in detail.items() if k not in SUMMARY_SKIP],
+            "summary": facts,
+            "tables": tables,
             "raw_body": _pretty_body(detail),
             "headers": sorted(headers.items()) if isinstance(headers, dict) else [],
-            "related": _related(detail),
+            "can_reprocess": detail.get("can_reprocess", True) is not False,
             "flash": pop_flash(request),
-            "reason": "",
-            "error": None,
             "min_reason": MIN_REASON,
             "max_reason": MAX_REASON,
         },
     )
+
+
+async def _record_page(
+    request: Request, kind: str, record_id: str, back: tuple[str, str]
+) -> Response:
+    who = operator(request)
+    if not ID.match(record_id):
+        return error_page(request, 404, "Not found", f"There is no such {kind}.", link=back)
+    try:
+        data = await admin_client(request).record(f"{kind}s", record_id, who.token)
+    except (NotFoundError, InvalidInputError):
+        return error_page(request, 404, "Not found", f"There is no such {kind}.", link=back)
+    facts, tables = record_sections(data)
+    return render(
+        request,
+        "admin/record.html",
+        {
+            "operator": who,
+            "resources": RESOURCES,
+            "kind": kind,
+            "record_id": record_id,
+            "facts": facts,
+            "tables": tables,
+            "back": back,
+            "data": data,
+            "flash": pop_flash(request),
+            "min_reason": MIN_REASON,
+            "max_reason": MAX_REASON,
+        },
+    )
+
+
+@router.get("/orders/{order_id}")
+async def order_detail(request: Request, order_id: str) -> Response:
+    return await _record_page(request, "order", order_id, ("/admin/orders", "All orders"))
+
+
+@router.get("/payments/{payment_id}")
+async def payment_detail(request: Request, payment_id: str) -> Response:
+    return await _record_page(request, "payment", payment_id, ("/admin/payments", "All payments"))
 
 
 def _reason(form_value: object) -> str | None:
@@ -511,88 +614,57 @@ def _reason(form_value: object) -> str | None:
     return reason if MIN_REASON <= len(reason) <= MAX_REASON else None
 
 
-@router.post("/webhook-logs/{log_id}/reprocess")
-async def reprocess(request: Request, log_id: str) -> Response:
+async def _action(
+    request: Request,
+    back: str,
+    what: str,
+    call: Callable[[str, str], Awaitable[ActionResult]],
+) -> Response:
+    """POST/redirect/GET for an operator action: CSRF, a reason, then a one-shot message."""
     form = await request.form()
     check_csrf(request, form)
     who = operator(request)
-    back = f"/admin/webhook-logs/{log_id}"
-    if not ID.match(log_id):
-        return error_page(request, 404, "Not found", "There is no such webhook log.")
-    reason = _reason(form.get("reason"))
     response = RedirectResponse(back, status_code=303)
+    reason = _reason(form.get("reason"))
     if reason is None:
-        set_flash(
-            request,
-            response,
-            "error",
-            f"Give a reason ({MIN_REASON} to {MAX_REASON} characters) for reprocessing.",
-            "/admin",
-        )
+        message = f"Give a reason ({MIN_REASON} to {MAX_REASON} characters)."
+        set_flash(request, response, "error", message, "/admin")
         return response
     try:
-        result = await admin_client(request).reprocess(log_id, reason, who.token)
-    except (InvalidInputError, NotFoundError) as exc:
-        set_flash(request, response, "error", f"Reprocess refused: {exc.message}", "/admin")
+        result = await call(reason, who.token)
+    except (InvalidInputError, NotFoundError, BackendUnavailableError) as exc:
+        set_flash(request, response, "error", f"{what} failed: {exc.message}", "/admin")
         return response
-    kind = "success" if result.ok else "error"
-    message = result.message or ("Reprocess requested." if result.ok else "Reprocess failed.")
+    message = result.message or f"{what} done."
     if result.event_id:
         message += f" Event {result.event_id}."
-    set_flash(request, response, kind, message, "/admin")
+    if result.audit_id is not None:
+        message += f" Audit entry #{result.audit_id}."
+    set_flash(request, response, "success" if result.ok else "error", message, "/admin")
     return response
 
 
-# -- revoke downloads --------------------------------------------------------------------------
-
-
-@router.get("/orders/{order_id}/revoke")
-async def revoke_form(request: Request, order_id: str) -> Response:
-    who = operator(request)
-    if not ID.match(order_id):
-        return error_page(request, 404, "Not found", "There is no such order.")
-    return render(
+@router.post("/webhook-logs/{log_id}/reprocess")
+async def reprocess(request: Request, log_id: str) -> Response:
+    if not ID.match(log_id):
+        return error_page(request, 404, "Not found", "There is no such webhook log.")
+    client = admin_client(request)
+    return await _action(
         request,
-        "admin/revoke.html",
-        {
-            "operator": who,
-            "resources": RESOURCES,
-            "order_id": order_id,
-            "flash": pop_flash(request),
-            "min_reason": MIN_REASON,
-            "max_reason": MAX_REASON,
-        },
+        f"/admin/webhook-logs/{log_id}",
+        "Reprocess",
+        lambda reason, token: client.reprocess(log_id, reason, token),
     )
 
 
-@router.post("/orders/{order_id}/revoke")
+@router.post("/orders/{order_id}/revoke-downloads")
 async def revoke(request: Request, order_id: str) -> Response:
-    form = await request.form()
-    check_csrf(request, form)
-    who = operator(request)
     if not ID.match(order_id):
         return error_page(request, 404, "Not found", "There is no such order.")
-    reason = _reason(form.get("reason"))
-    response = RedirectResponse(f"/admin/orders/{order_id}/revoke", status_code=303)
-    if reason is None:
-        set_flash(
-            request,
-            response,
-            "error",
-            f"Give a reason ({MIN_REASON} to {MAX_REASON} characters).",
-            "/admin",
-        )
-        return response
-    try:
-        result = await admin_client(request).revoke_downloads(order_id, reason, who.token)
-    except (InvalidInputError, NotFoundError) as exc:
-        set_flash(request, response, "error", f"Revoke refused: {exc.message}", "/admin")
-        return response
-    set_flash(
+    client = admin_client(request)
+    return await _action(
         request,
-        response,
-        "success" if result.ok else "error",
-        result.message or ("Download links revoked." if result.ok else "Revoke failed."),
-        "/admin",
+        f"/admin/orders/{order_id}",
+        "Revoke",
+        lambda reason, token: client.revoke_downloads(order_id, reason, token),
     )
-    return response
