@@ -4,9 +4,10 @@ Routes live on three routers so the access rule is structural, not per-handler:
 ``public`` (login only), ``reader`` (any signed-in user; read-only apart from logout) and
 ``writer`` (operators only). ``create_routers`` refuses to start if a state-changing route is
 put on the reader router.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: the dependency aliases (``CurrentUser``,
+``Operator``) are closures, and FastAPI can only see them in eagerly evaluated annotations.
+"""
 
 import uuid
 from collections.abc import Awaitable, Callable
