@@ -99,3 +99,22 @@ async def test_token_is_never_stored_in_plaintext(orders_api, probe):
 
     raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     assert raw.hex() not in text
+
+
+async def test_openapi_documents_the_storefront_contract(orders_api):
+    spec = (await orders_api.get("/openapi.json")).json()
+    paths = spec["paths"]
+    assert set(paths) >= {
+        "/products",
+        "/orders",
+        "/orders/{order_id}",
+        "/orders/{order_id}/checkout",
+    }
+    create = paths["/orders"]["post"]
+    assert set(create["responses"]) >= {"201", "422"}
+    assert any(p["name"] == "Idempotency-Key" for p in create["parameters"])
+    checkout = paths["/orders/{order_id}/checkout"]["post"]["responses"]
+    assert set(checkout) >= {"200", "404", "409", "502", "503"}
+    schemas = spec["components"]["schemas"]
+    assert schemas["OrderOut"]["properties"]["message"]["examples"] == ["Waiting for your payment"]
+    assert {"field", "reason", "code"} <= set(schemas["ErrorDetail"]["properties"])

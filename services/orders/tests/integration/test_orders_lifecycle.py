@@ -24,12 +24,24 @@ PAYMENT = uuid.UUID("0f0e0d0c-0b0a-4908-8706-050403020100")
 LIMIT = timedelta(seconds=20 * 60 + 10 * 60)  # invoice lifetime + grace (defaults)
 
 
-def event(order_id: str, status: str, version: int, payment_id: uuid.UUID = PAYMENT,
-          note: str | None = None) -> PaymentStatusChanged:
+def event(
+    order_id: str,
+    status: str,
+    version: int,
+    payment_id: uuid.UUID = PAYMENT,
+    note: str | None = None,
+) -> PaymentStatusChanged:
     return PaymentStatusChanged(
-        payment_id=payment_id, order_id=order_id, previous_status="waiting", status=status,
-        is_final=status not in {"waiting", "confirming", "confirmed", "sending"}, source="poll",
-        version=version, price_amount=Decimal("19.98"), price_currency="usd", note=note,
+        payment_id=payment_id,
+        order_id=order_id,
+        previous_status="waiting",
+        status=status,
+        is_final=status not in {"waiting", "confirming", "confirmed", "sending"},
+        source="poll",
+        version=version,
+        price_amount=Decimal("19.98"),
+        price_currency="usd",
+        note=note,
     )
 
 
@@ -49,15 +61,21 @@ async def test_late_payment_after_our_expiry_still_pays(orders_ctx, place_order,
     await apply(orders_ctx, event(oid, "waiting", 1))
     async with orders_ctx.sessions() as session, session.begin():
         expired = await service.expire_due_orders(
-            session, now=datetime.now(UTC) + LIMIT + timedelta(seconds=1), wait_limit=LIMIT,
-            batch_size=10)
+            session,
+            now=datetime.now(UTC) + LIMIT + timedelta(seconds=1),
+            wait_limit=LIMIT,
+            batch_size=10,
+        )
     assert expired == 1
     assert (await probe.order(oid)).status == "expired"
     await apply(orders_ctx, event(oid, "finished", 2))
     row = await probe.order(oid)
     assert (row.status, row.version) == ("paid", 4)
     assert await probe.outbox_subjects() == [
-        subjects.ORDER_CREATED, subjects.ORDER_EXPIRED, subjects.ORDER_PAID]
+        subjects.ORDER_CREATED,
+        subjects.ORDER_EXPIRED,
+        subjects.ORDER_PAID,
+    ]
 
 
 async def test_failed_is_final_and_records_the_reason(orders_ctx, place_order, probe):
@@ -94,8 +112,15 @@ async def test_paid_is_entered_at_most_once_even_by_the_database(orders_ctx, pla
     await apply(orders_ctx, event(order["order_id"], "finished", 3))
     with pytest.raises(Exception, match="uq_order_history_paid_once"):
         async with orders_ctx.sessions() as session, session.begin():
-            session.add(OrderHistory(order_id=oid, version=99, from_status="paid", status="paid",
-                                     at=datetime.now(UTC)))
+            session.add(
+                OrderHistory(
+                    order_id=oid,
+                    version=99,
+                    from_status="paid",
+                    status="paid",
+                    at=datetime.now(UTC),
+                )
+            )
 
 
 async def _waiting_orders(ctx, place_order, n: int, payment_status: str = "waiting") -> list[str]:
@@ -113,8 +138,9 @@ async def test_expiry_spares_orders_with_a_payment_under_way(orders_ctx, place_o
     never_checked_out = await place_order()
     now = datetime.now(UTC)
     async with orders_ctx.sessions() as session, session.begin():
-        assert await service.expire_due_orders(session, now=now, wait_limit=LIMIT,
-                                               batch_size=10) == 0  # not due yet
+        assert (
+            await service.expire_due_orders(session, now=now, wait_limit=LIMIT, batch_size=10) == 0
+        )  # not due yet
     later = now + LIMIT + timedelta(minutes=1)
     assert await jobs.run_expiry_once(orders_ctx, now=later) == 2
     assert {(await probe.order(i)).status for i in due} == {"expired"}
@@ -140,7 +166,9 @@ async def test_two_replicas_expire_each_order_exactly_once(orders_ctx, place_ord
     async with orders_ctx.sessions() as session:
         per_order = await session.execute(
             select(OrderHistory.order_id, func.count())
-            .where(OrderHistory.status == "expired").group_by(OrderHistory.order_id))
+            .where(OrderHistory.status == "expired")
+            .group_by(OrderHistory.order_id)
+        )
         assert sorted(str(o) for o, c in per_order.all() if c == 1) == sorted(due)
 
 
@@ -148,7 +176,9 @@ async def test_the_worker_job_expires_due_orders(clean_infra, place_order, order
     [oid] = await _waiting_orders(orders_ctx, place_order, 1)
     await probe.execute(
         "UPDATE orders.\"order\" SET awaiting_since = now() - interval '2 hours' "
-        "WHERE id = CAST(:id AS uuid)", id=oid)
+        "WHERE id = CAST(:id AS uuid)",
+        id=oid,
+    )
     worker = build(make_settings(expiry_check_seconds=0.05))
     async with running(worker, subscribers=True, jobs=[jobs.expiry_job]):
         await wait_for(lambda: probe.stream_count(subjects.ORDER_EXPIRED), timeout=10)

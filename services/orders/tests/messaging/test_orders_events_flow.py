@@ -24,9 +24,16 @@ FINAL = {"finished", "partially_paid", "failed", "refunded", "expired", "mismatc
 
 def payment_event(order_id: str, status: str, version: int, **extra) -> PaymentStatusChanged:
     return PaymentStatusChanged(
-        payment_id=extra.pop("payment_id", PAYMENT_ID), order_id=order_id,
-        previous_status="waiting", status=status, is_final=status in FINAL, source="ipn",
-        version=version, price_amount=Decimal("19.98"), price_currency="usd", **extra,
+        payment_id=extra.pop("payment_id", PAYMENT_ID),
+        order_id=order_id,
+        previous_status="waiting",
+        status=status,
+        is_final=status in FINAL,
+        source="ipn",
+        version=version,
+        price_amount=Decimal("19.98"),
+        price_currency="usd",
+        **extra,
     )
 
 
@@ -40,8 +47,11 @@ async def second_worker(orders_worker) -> AsyncIterator[ServiceContext]:
 
 
 async def _settled(probe) -> None:
-    await wait_for(lambda: probe.consumer_drained("PAYMENTS", subscribers.PAYMENTS_DURABLE),
-                   timeout=15, message="payment events consumed")
+    await wait_for(
+        lambda: probe.consumer_drained("PAYMENTS", subscribers.PAYMENTS_DURABLE),
+        timeout=15,
+        message="payment events consumed",
+    )
     await wait_for(probe.all_sent, timeout=10, message="outbox relayed")
 
 
@@ -58,8 +68,11 @@ async def test_out_of_order_and_duplicate_payment_events_pay_once(
     order = await place_order()
     oid = order["order_id"]
     finished = payment_event(oid, "finished", 4)
-    late = [payment_event(oid, "confirming", 3), payment_event(oid, "waiting", 1),
-            payment_event(oid, "partially_paid", 2)]
+    late = [
+        payment_event(oid, "confirming", 3),
+        payment_event(oid, "waiting", 1),
+        payment_event(oid, "partially_paid", 2),
+    ]
     # finished first, then older ones, then copies of finished: a re-publish with a fresh
     # event id, and the same event again beyond JetStream's duplicate window (new msg id).
     await publish_event(finished)
@@ -81,20 +94,27 @@ async def test_out_of_order_and_duplicate_payment_events_pay_once(
     assert paid["correlation_id"] == finished.correlation_id
     assert await probe.stream_count(subjects.ORDER_UNDERPAID) == 0
 
-    view = (await orders_api.get(f"/orders/{oid}",
-                                 headers={"X-Order-Token": order["order_token"]})).json()
+    view = (
+        await orders_api.get(f"/orders/{oid}", headers={"X-Order-Token": order["order_token"]})
+    ).json()
     assert view["status"] == "paid"
     assert view["message"] == "Payment received — preparing your download"
     assert [(h["status"], h["cause_event_id"]) for h in view["history"]] == [
-        ("created", None), ("paid", str(finished.event_id))
+        ("created", None),
+        ("paid", str(finished.event_id)),
     ]
 
-    delivered = OrderDelivered(order_id=oid, delivery_id="d-1", item_count=1,
-                               link_expires_at=datetime.now(UTC) + timedelta(days=1))
+    delivered = OrderDelivered(
+        order_id=oid,
+        delivery_id="d-1",
+        item_count=1,
+        link_expires_at=datetime.now(UTC) + timedelta(days=1),
+    )
     await publish_event(delivered)
     await publish_event(delivered, msg_id="again")
-    await wait_for(lambda: probe.consumer_drained("FULFILLMENT", subscribers.FULFILLMENT_DURABLE),
-                   timeout=15)
+    await wait_for(
+        lambda: probe.consumer_drained("FULFILLMENT", subscribers.FULFILLMENT_DURABLE), timeout=15
+    )
     await wait_for(probe.all_sent, timeout=10)
     assert (await probe.order(oid)).status == "fulfilled"
     assert await probe.stream_count(subjects.ORDER_FULFILLED) == 1
@@ -119,7 +139,8 @@ async def test_progress_is_shown_while_waiting_and_the_order_ends_paid(
     assert view["payment_status"] == "confirming"
     assert view["message"] == "Payment detected — waiting for network confirmations"
     assert [(h["status"], h["cause_event_id"]) for h in view["history"]] == [
-        ("created", None), ("awaiting_payment", str(waiting.event_id))
+        ("created", None),
+        ("awaiting_payment", str(waiting.event_id)),
     ]
 
     await publish_event(payment_event(oid, "finished", 3))
@@ -143,8 +164,16 @@ async def test_final_payment_outcomes_publish_their_order_event(
     order = await place_order()
     oid = order["order_id"]
     await publish_event(payment_event(oid, "waiting", 1))
-    await publish_event(payment_event(oid, status, 2, actually_paid=Decimal("5.5"),
-                                      pay_amount=Decimal("0.00031"), pay_currency="btc"))
+    await publish_event(
+        payment_event(
+            oid,
+            status,
+            2,
+            actually_paid=Decimal("5.5"),
+            pay_amount=Decimal("0.00031"),
+            pay_currency="btc",
+        )
+    )
     await _settled(probe)
     assert (await probe.order(oid)).status == order_status
     assert await probe.stream_count(subject) == 1
@@ -153,8 +182,12 @@ async def test_final_payment_outcomes_publish_their_order_event(
     assert event["version"] == 3  # created, awaiting_payment, outcome
     if status == "partially_paid":
         assert (event["actually_paid"], event["pay_amount"]) == ("5.5", "0.00031")
-    view = (await orders_api.get(f"/orders/{oid}",
-                                 headers={"X-Order-Token": order["order_token"]})).json()
-    expected = {"underpaid": "not refunded automatically", "failed": "refunded",
-                "expired": "try again"}[order_status]
+    view = (
+        await orders_api.get(f"/orders/{oid}", headers={"X-Order-Token": order["order_token"]})
+    ).json()
+    expected = {
+        "underpaid": "not refunded automatically",
+        "failed": "refunded",
+        "expired": "try again",
+    }[order_status]
     assert expected in view["message"]
