@@ -58,8 +58,23 @@ async def close_gateway(gw: Gateway) -> None:
 
 
 @pytest.fixture
-async def gateway(clean_infra: Infra) -> AsyncIterator[Gateway]:
-    gw = await open_gateway(make_settings(clean_infra))
+async def webhooks_infra(infra: Infra) -> Infra:
+    """Empty webhooks tables only: enough for tests that never touch NATS, and far quicker
+    than ``clean_infra`` (which truncates every schema and purges every stream)."""
+    conn = await asyncpg.connect(infra.database_url.replace("+asyncpg", ""))
+    try:
+        await conn.execute(
+            "TRUNCATE webhooks.webhook_log, webhooks.webhook_failure, webhooks.outbox, "
+            "webhooks.inbox RESTART IDENTITY"
+        )
+    finally:
+        await conn.close()
+    return infra
+
+
+@pytest.fixture
+async def gateway(webhooks_infra: Infra) -> AsyncIterator[Gateway]:
+    gw = await open_gateway(make_settings(webhooks_infra))
     try:
         yield gw
     finally:
@@ -67,8 +82,8 @@ async def gateway(clean_infra: Infra) -> AsyncIterator[Gateway]:
 
 
 @pytest.fixture
-async def db(clean_infra: Infra) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(clean_infra.database_url.replace("+asyncpg", ""))
+async def db(webhooks_infra: Infra) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(webhooks_infra.database_url.replace("+asyncpg", ""))
     try:
         yield conn
     finally:

@@ -12,6 +12,7 @@ import hmac
 import json
 import math
 import random
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,10 @@ def js_stringify(value: Any, *, sort: bool = True, rng: random.Random | None = N
         if rng is not None:
             rng.shuffle(keys)
         elif sort:
-            keys.sort()
+            # Array.prototype.sort compares UTF-16 code units; then a JS object lists its
+            # integer-like ("array index") keys first, ascending, whatever the insertion order.
+            keys.sort(key=lambda k: k.encode("utf-16-be", "surrogatepass"))
+            keys.sort(key=lambda k: int(k) if _array_index(k) else math.inf)
         inner = ",".join(
             json.dumps(k, ensure_ascii=False) + ":" + js_stringify(value[k], sort=sort, rng=rng)
             for k in keys
@@ -87,6 +91,10 @@ def js_stringify(value: Any, *, sort: bool = True, rng: random.Random | None = N
     if isinstance(value, list):
         return "[" + ",".join(js_stringify(v, sort=sort, rng=rng) for v in value) + "]"
     raise TypeError(type(value).__name__)
+
+
+def _array_index(key: str) -> bool:
+    return re.fullmatch(r"0|[1-9][0-9]*", key) is not None and int(key) < 2**32 - 1
 
 
 def encode(body: dict[str, Any]) -> bytes:
@@ -102,7 +110,7 @@ _payment_ids = iter(range(6_000_000_000, 7_000_000_000, 7919))
 
 def ipn(**overrides: Any) -> dict[str, Any]:
     """A current-style IPN (sorted on the wire, nested fee, parent_payment_id)."""
-    payment_id = overrides.pop("payment_id", None) or next(_payment_ids)
+    payment_id = overrides.pop("payment_id") if "payment_id" in overrides else next(_payment_ids)
     body: dict[str, Any] = {
         "actually_paid": 0.0012,
         "actually_paid_at_fiat": 0,

@@ -161,10 +161,13 @@ FROM f
 
 def _connection_lost(exc: BaseException) -> bool:
     """The connection died under us (backend terminated, server restarted): a fresh one may work."""
+    # InternalClientError: the server's goodbye arrived while we were starting a query on the
+    # connection (a race right after pg_terminate_backend or a restart).
     return isinstance(
         exc,
         asyncpg.ConnectionDoesNotExistError
         | asyncpg.InterfaceError
+        | asyncpg.InternalClientError
         | asyncpg.exceptions.AdminShutdownError
         | ConnectionResetError,
     )
@@ -241,7 +244,7 @@ class IpnStore:
             except Exception as exc:
                 if attempt == 1 and _connection_lost(exc) and self._pool is not None:
                     # Every pooled connection is probably as dead (the server restarted).
-                    self._pool.expire_connections()
+                    await self._pool.expire_connections()
                     continue
                 if _unavailable(exc):
                     raise DatabaseUnavailableError(type(exc).__name__) from exc
