@@ -259,3 +259,36 @@ async def test_different_keys_make_different_orders(orders_api, probe):
     assert a.json()["order_id"] != b.json()["order_id"]
     assert a.json()["order_token"] != b.json()["order_token"]
     assert await probe.count_orders() == 2
+
+
+async def test_twin_that_passed_the_lookup_waits_for_the_first_and_replays(
+    orders_api, probe, monkeypatch
+):
+    """Deterministic race: the twin reaches the key claim while the first is still open."""
+    from orders import repository
+
+    original = repository.claim_idempotency_key
+    twin_entered = asyncio.Event()
+    outcomes: list[bool] = []
+    twin: list[asyncio.Task] = []
+    headers = {"Idempotency-Key": "race-1"}
+
+    async def claim(session, **kwargs):
+        if not twin:  # the first request: start its twin before our transaction commits
+            twin.append(asyncio.create_task(orders_api.post("/orders", json=GOOD, headers=headers)))
+            claimed = await original(session, **kwargs)
+            await twin_entered.wait()
+        else:
+            twin_entered.set()
+            claimed = await original(session, **kwargs)  # blocks until the first commits
+        outcomes.append(claimed)
+        return claimed
+
+    monkeypatch.setattr(repository, "claim_idempotency_key", claim)
+    first = await orders_api.post("/orders", json=GOOD, headers=headers)
+    second = await twin[0]
+    assert outcomes == [True, False]
+    assert first.status_code == second.status_code == 201
+    assert second.json() == first.json()
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert await probe.count_orders() == 1
