@@ -8,7 +8,6 @@ import time
 
 import httpx
 import psutil
-
 from shared.testing.stack import running_stack
 from shared.topology import SERVICES
 
