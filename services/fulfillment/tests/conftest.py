@@ -69,15 +69,15 @@ class World:
     def dispatcher(self) -> jobs.EmailDispatcher:
         return jobs.dispatcher_of(self.ctx)
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self, ip: str = "203.0.113.7") -> httpx.AsyncClient:
         app = main.create_api(self.ctx)
         return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 5000)),
+            transport=httpx.ASGITransport(app=app, client=(ip, 5000)),
             base_url=PUBLIC_URL,
         )
 
     async def scalar(self, sql: str, **params: Any) -> Any:
-        async with self.ctx.sessions() as session:
+        async with self.ctx.sessions() as session, session.begin():
             return (await session.execute(text(sql), params)).scalar()
 
     async def count(self, model: Any, *where: Any) -> int:
@@ -145,6 +145,19 @@ def paid_event(
         items=lines,
         payment_id="5524759814",
     )
+
+
+def email_parts(message: Any) -> dict[str, str]:
+    """Decoded bodies of a captured message by content type (text/plain, text/html)."""
+    import email
+    from email import policy
+
+    parsed = email.message_from_bytes(message.as_bytes(), policy=policy.default)
+    parts: dict[str, str] = {}
+    for part in parsed.walk():
+        if part.get_content_maintype() == "text":
+            parts[part.get_content_type()] = part.get_content()
+    return parts
 
 
 async def publish(nats_url: str, event: Event, *, msg_id: str | None = None) -> None:

@@ -13,7 +13,7 @@ from shared.testing import wait_for
 from fulfillment import domain
 from fulfillment.models import Delivery, DeliveryItem, DownloadGrant, EmailLog
 
-from ..conftest import paid_event, publish, stream_events
+from ..conftest import email_parts, paid_event, publish, stream_events
 
 
 class SimulatedCrash(RuntimeError):
@@ -203,7 +203,7 @@ async def test_underpaid_failed_and_expired_send_one_notice_each(world, mailbox_
     messages = {m["Subject"]: m for m in mailbox_capture.messages()}
     assert len(mailbox_capture.messages()) == 3
     under = messages["Your BitLoot order ord_under was underpaid"]
-    body = under.get_payload()[0].get_payload(decode=True).decode()
+    body = email_parts(under)["text/plain"]
     assert "not refunded" in body
     assert "0.0001 of 0.00042 BTC" in body
     assert "support@bitloot.local" in body
