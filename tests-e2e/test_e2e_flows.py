@@ -69,4 +69,5 @@ async def test_missed_final_ipn_is_settled_by_the_reconciliation_poller(
 
     order = await shop.wait_status(purchase, "fulfilled", timeout=90)
     assert order["payment_status"] == "finished"
-    assert len(mails_to(stack, "missed@example.com")) == 1
+    mails = await wait_for(lambda: mails_to(stack, "missed@example.com"), timeout=30)
+    assert len(mails) == 1
