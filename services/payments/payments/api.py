@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from shared.contracts.payments import Amount
 from shared.db import DatabaseUnavailableError, is_connection_error
 from shared.observability import get_logger
 from shared.runtime import ServiceContext
@@ -35,8 +35,8 @@ class TransitionView(BaseModel):
     to_status: str
     reason: str
     provider_payment_id: str | None
-    pay_amount: Decimal | None
-    actually_paid: Decimal | None
+    pay_amount: Amount | None
+    actually_paid: Amount | None
     provider_updated_at_ms: int | None
     event_id: uuid.UUID | None
     created_at: datetime
@@ -51,19 +51,19 @@ class PaymentView(BaseModel):
     order_id: str
     provider: str
     status: str
-    price_amount: Decimal
+    price_amount: Amount
     price_currency: str
     invoice_id: str | None
     invoice_url: str | None
     invoice_expires_at: datetime | None
     provider_payment_id: str | None
-    pay_amount: Decimal | None
-    actually_paid: Decimal | None
+    pay_amount: Amount | None
+    actually_paid: Amount | None
     pay_currency: str | None
-    outcome_amount: Decimal | None
+    outcome_amount: Amount | None
     outcome_currency: str | None
-    surplus: Decimal | None
-    shortfall: Decimal | None
+    surplus: Amount | None
+    shortfall: Amount | None
     version: int
     last_error_code: str | None
     last_error: str | None

@@ -110,12 +110,13 @@ class PaymentTransition(Base):
     """
 
     __tablename__ = "payment_transition"
-    __table_args__ = (UniqueConstraint("payment_id", "seq", name="uq_payment_transition_seq"),)
+    __table_args__ = (
+        UniqueConstraint("payment_id", "seq", name="uq_payment_transition_seq"),
+        Index("ix_payment_transition_payment_id", "payment_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    payment_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("payment.id"), index=True
-    )
+    payment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("payment.id"))
     seq: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(10))
     outcome: Mapped[str] = mapped_column(String(10))  # applied | ignored
