@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
-    and_,
     case,
     delete,
     func,
@@ -439,7 +438,8 @@ async def transitions_related_to(
 ) -> list[PaymentTransitionView]:
     t = PaymentTransitionView
     clauses: list[ColumnElement[bool]] = []
-    if match := _provider_id_match(t, provider_payment_id, invoice_id):
+    match = _provider_id_match(t, provider_payment_id, invoice_id)
+    if match is not None:
         clauses.append(match)
     if causation_ids:
         clauses.append(t.causation_id.in_(list(causation_ids)))
@@ -589,5 +589,5 @@ async def list_deliveries(
     clauses = _between(d.delivered_at, filters.delivered_from, filters.delivered_to)
     if filters.order_id is not None:
         clauses.append(d.order_id == filters.order_id)
-    stmt = select(d).where(and_(*clauses)).order_by(d.delivered_at.desc(), d.delivery_id.desc())
+    stmt = select(d).where(*clauses).order_by(d.delivered_at.desc(), d.delivery_id.desc())
     return await _page(session, stmt, page)

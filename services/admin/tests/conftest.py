@@ -223,3 +223,19 @@ def ipn_received(
 
 def minutes(n: int) -> timedelta:
     return timedelta(minutes=n)
+
+
+async def consumers_drained(nats_url: str, subjects: list[str]) -> bool:
+    """True when admin's durables for ``subjects`` have nothing pending or unacked."""
+    from admin.domain import durable_name
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for subject in subjects:
+            info = await js.consumer_info(stream_for_subject(subject), durable_name(subject))
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+    finally:
+        await nc.close()

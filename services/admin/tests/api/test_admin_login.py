@@ -5,11 +5,10 @@ from __future__ import annotations
 import httpx
 import jwt
 import pytest
-from sqlalchemy import update
-
 from admin.main import build, create_api
 from admin.models import AdminUser
 from shared.settings import SecretNotConfiguredError
+from sqlalchemy import update
 
 from ..conftest import JWT_SECRET, PASSWORD, AdminApi, admin_settings, auth
 
@@ -53,10 +52,12 @@ async def test_cookie_is_secure_over_https(admin_api: AdminApi):
 
 async def test_unknown_user_and_wrong_password_get_the_same_answer(admin_api: AdminApi):
     await admin_api.user("viewer", "dave")
-    wrong = await admin_api.client.post("/admin/login",
-                                        json={"username": "dave", "password": "nope" * 4})
-    unknown = await admin_api.client.post("/admin/login",
-                                          json={"username": "nobody", "password": PASSWORD})
+    wrong = await admin_api.client.post(
+        "/admin/login", json={"username": "dave", "password": "nope" * 4}
+    )
+    unknown = await admin_api.client.post(
+        "/admin/login", json={"username": "nobody", "password": PASSWORD}
+    )
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json() == {"detail": "invalid username or password"}
     assert "set-cookie" not in wrong.headers
@@ -67,8 +68,9 @@ async def test_unknown_user_and_wrong_password_get_the_same_answer(admin_api: Ad
 
 
 async def test_login_input_is_bounded(admin_api: AdminApi):
-    response = await admin_api.client.post("/admin/login",
-                                           json={"username": "x" * 65, "password": "p"})
+    response = await admin_api.client.post(
+        "/admin/login", json={"username": "x" * 65, "password": "p"}
+    )
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "username"]
     assert await admin_api.audit("login") == []
@@ -93,8 +95,9 @@ async def test_five_failures_lock_the_username_with_retry_after(admin_api: Admin
 
     # another operator is not affected by erin's lock
     await admin_api.user("operator", "frank")
-    ok = await admin_api.client.post("/admin/login",
-                                     json={"username": "frank", "password": PASSWORD})
+    ok = await admin_api.client.post(
+        "/admin/login", json={"username": "frank", "password": PASSWORD}
+    )
     assert ok.status_code == 200
 
 
@@ -104,11 +107,13 @@ async def test_many_usernames_from_one_address_lock_the_address(clean_infra):
     async for api in start_api(admin_settings(login_ip_max_failures=3)):
         await api.user("operator", "grace")
         for name in ("u1", "u2", "u3"):
-            response = await api.client.post("/admin/login",
-                                             json={"username": name, "password": "x" * 12})
+            response = await api.client.post(
+                "/admin/login", json={"username": name, "password": "x" * 12}
+            )
             assert response.status_code == 401
-        blocked = await api.client.post("/admin/login",
-                                        json={"username": "grace", "password": PASSWORD})
+        blocked = await api.client.post(
+            "/admin/login", json={"username": "grace", "password": PASSWORD}
+        )
         assert blocked.status_code == 429
         assert int(blocked.headers["retry-after"]) >= 1
 
@@ -116,20 +121,26 @@ async def test_many_usernames_from_one_address_lock_the_address(clean_infra):
 async def test_a_success_resets_the_username_counter(admin_api: AdminApi):
     await admin_api.user("operator", "heidi")
     for _ in range(4):
-        await admin_api.client.post("/admin/login",
-                                    json={"username": "heidi", "password": "wrong password!"})
-    assert (await admin_api.client.post(
-        "/admin/login", json={"username": "heidi", "password": PASSWORD})).status_code == 200
+        await admin_api.client.post(
+            "/admin/login", json={"username": "heidi", "password": "wrong password!"}
+        )
+    assert (
+        await admin_api.client.post(
+            "/admin/login", json={"username": "heidi", "password": PASSWORD}
+        )
+    ).status_code == 200
     for _ in range(4):
         response = await admin_api.client.post(
-            "/admin/login", json={"username": "heidi", "password": "wrong password!"})
+            "/admin/login", json={"username": "heidi", "password": "wrong password!"}
+        )
         assert response.status_code == 401
 
 
 async def test_logout_clears_the_cookie_and_ends_the_token(admin_api: AdminApi):
     await admin_api.user("viewer", "ivan")
-    login = await admin_api.client.post("/admin/login",
-                                        json={"username": "ivan", "password": PASSWORD})
+    login = await admin_api.client.post(
+        "/admin/login", json={"username": "ivan", "password": PASSWORD}
+    )
     token = login.json()["access_token"]
     out = await admin_api.client.post("/admin/logout")
     assert out.status_code == 200
@@ -144,12 +155,14 @@ async def test_logout_clears_the_cookie_and_ends_the_token(admin_api: AdminApi):
 async def test_disabling_a_user_or_changing_the_role_applies_to_live_tokens(admin_api: AdminApi):
     user = await admin_api.user("operator", "judy")
     reprocess = "/admin/webhook-logs/a-1/reprocess"
-    assert (await admin_api.client.post(reprocess, json={"reason": "x"},
-                                        headers=auth(user))).status_code == 404
+    assert (
+        await admin_api.client.post(reprocess, json={"reason": "x"}, headers=auth(user))
+    ).status_code == 404
     async with admin_api.ctx.sessions() as session, session.begin():
         await session.execute(update(AdminUser).values(role="viewer"))
-    assert (await admin_api.client.post(reprocess, json={"reason": "x"},
-                                        headers=auth(user))).status_code == 403
+    assert (
+        await admin_api.client.post(reprocess, json={"reason": "x"}, headers=auth(user))
+    ).status_code == 403
     async with admin_api.ctx.sessions() as session, session.begin():
         await session.execute(update(AdminUser).values(disabled=True))
     assert (await admin_api.client.get("/admin/me", headers=auth(user))).status_code == 401
