@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import mailbox
 import re
+import shutil
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -417,3 +418,134 @@ def maildir(tmp_path: Path) -> Path:
     path = tmp_path / "mail"
     mailbox.Maildir(str(path), create=True)  # cur/ new/ tmp/, as the SMTP capture makes them
     return path
+
+
+# -- the whole system, for browser tests -------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OPERATOR = ("browser-operator", "a long browser test password 42")
+
+
+@dataclass
+class LiveSystem:
+    stack: Any  # shared.testing.stack.Stack
+    operator: tuple[str, str]
+
+    @property
+    def web_url(self) -> str:
+        return str(self.stack.web_url)
+
+    @property
+    def emulator_url(self) -> str:
+        return str(self.stack.emulator_url)
+
+    def url(self, component: str) -> str:
+        return str(self.stack.url(component))
+
+
+def _stack_env(stack: Any) -> dict[str, str]:
+    """The launcher's environment as its children see it (generated secrets included)."""
+    env = dict(stack.env)
+    for line in (stack.home / "secrets.env").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            env[key.strip()] = value.strip()
+    env["DATABASE_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:{stack.ports['pg']}/bitloot"
+    env["NATS_URL"] = f"nats://127.0.0.1:{stack.ports['nats']}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def live_system() -> Iterator[LiveSystem]:
+    import subprocess
+
+    from shared.testing.stack import running_stack
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    with running_stack() as stack:
+        username, password = OPERATOR
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "admin",
+                "create-user",
+                "--username",
+                username,
+                "--role",
+                "operator",
+            ],
+            env={**_stack_env(stack), "ADMIN_PASSWORD": password, "LOG_JSON": "false"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        try:
+            yield LiveSystem(stack, OPERATOR)
+        finally:
+            # The stack's home is deleted on exit; keep its logs next to the screenshots.
+            logs = REPO_ROOT / "test-artifacts" / "stack-logs"
+            shutil.rmtree(logs, ignore_errors=True)
+            shutil.copytree(stack.home / "logs", logs, dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+async def chromium() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        yield browser
+        await browser.close()
+
+
+@dataclass
+class Browsing:
+    """One browser context (cookies) and page, with screenshots and CSP-violation capture."""
+
+    page: Any
+    name: str
+    console_errors: list[str]
+    shots: int = 0
+
+    async def shot(self, label: str) -> Path:
+        self.shots += 1
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{self.name}-{self.shots:02d}-{label}.png"
+        await self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def csp_violations(self) -> list[str]:
+        return [m for m in self.console_errors if "Content Security Policy" in m]
+
+
+@pytest.fixture
+async def browsing(chromium: Any, request: pytest.FixtureRequest) -> AsyncIterator[Browsing]:
+    context = await chromium.new_context(
+        accept_downloads=True, viewport={"width": 1280, "height": 900}
+    )
+    context.set_default_timeout(15_000)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    name = request.node.name.removeprefix("test_")
+    try:
+        yield Browsing(page, name, errors)
+    finally:
+        await context.close()

@@ -122,9 +122,10 @@ def _install_error_pages(app: FastAPI) -> None:
                 if exc.service == "admin"
                 else "The shop is temporarily unavailable"
             )
-            return error_page(
-                request, 503, title, f"{exc.message} Please try again in a moment.", link=None
-            )
+            message = exc.message
+            if "try again" not in message.lower():
+                message += " Please try again in a moment."
+            return error_page(request, 503, title, message, link=None)
         return error_page(request, 400, "Request refused", exc.message, link=HOME_LINK)
 
     @app.exception_handler(StarletteHTTPException)
