@@ -27,11 +27,13 @@ class PaymentsSettings(ServiceSettings):
     )
 
     # HTTP client. Reads (GET) are retried on connection errors and 5xx; POST /invoice is not.
+    # The IPN consumer confirms final statuses inside its handler, so attempts x timeout plus
+    # backoff (3 x 5 s + ~1 s by default) must stay well under the consumer's 30 s ack wait.
     http_connect_timeout: float = Field(default=3.0, gt=0)
-    http_timeout: float = Field(default=10.0, gt=0)
-    read_retries: int = Field(default=3, ge=0, le=10)
+    http_timeout: float = Field(default=5.0, gt=0)
+    read_retries: int = Field(default=2, ge=0, le=10)
     retry_backoff_seconds: float = Field(default=0.2, ge=0)
-    retry_backoff_max_seconds: float = Field(default=3.0, ge=0)
+    retry_backoff_max_seconds: float = Field(default=2.0, ge=0)
 
     # IPN handling.
     confirm_final_with_provider: bool = True

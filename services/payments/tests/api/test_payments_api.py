@@ -125,3 +125,30 @@ async def test_database_down_is_503_without_a_stack_trace(clean_infra: Any) -> N
         assert response.json() == {"detail": "database unavailable, try again"}
         ready = await client.get("/ready")
         assert ready.status_code == 503 and "database" in ready.json()["failing"]
+
+
+async def test_worker_factory_fails_fast_without_the_provider_key(monkeypatch) -> None:
+    from payments.main import create_worker
+    from shared.settings import SecretNotConfiguredError
+
+    monkeypatch.setenv("NOWPAYMENTS_API_KEY", "changeme")
+    with pytest.raises(SecretNotConfiguredError, match="NOWPAYMENTS_API_KEY"):
+        create_worker()
+
+
+async def test_worker_app_runs_its_lifespan_and_serves_health_only(
+    clean_infra: Any, monkeypatch
+) -> None:
+    from payments.main import create_worker
+
+    monkeypatch.setenv("NOWPAYMENTS_API_KEY", "a-real-looking-key")
+    monkeypatch.setenv("PAYMENTS_POLL_TICK_SECONDS", "0.05")
+    app = create_worker()
+    worker = app.state.ctx.extras["worker"]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://w") as client:
+            assert (await client.get("/ready")).status_code == 200
+            assert (await client.get(f"/payments/{uuid.uuid4()}")).status_code == 404
+        assert not worker.client._http.is_closed
+    assert worker.client._http.is_closed
