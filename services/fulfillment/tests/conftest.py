@@ -6,7 +6,6 @@ counting wrapper around the real boto3 client (so tests can say "nothing was upl
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -17,18 +16,17 @@ from typing import Any
 import httpx
 import nats
 import pytest
-from nats.js.api import ConsumerConfig
-from sqlalchemy import func, select, text
-
 from fulfillment import jobs, main, service
 from fulfillment.models import Delivery, DownloadGrant, EmailLog, Outbox
 from fulfillment.service import Fulfillment
 from fulfillment.settings import FulfillmentSettings
 from fulfillment.storage import ObjectStore, make_client
+from nats.js.api import ConsumerConfig
 from shared.contracts.envelope import Event
 from shared.contracts.orders import OrderLine, OrderPaid
 from shared.runtime import ServiceContext, running
 from shared.testing import wait_for
+from sqlalchemy import func, select, text
 
 TEST_SECRET = "test-download-token-secret-0123456789abcdef"
 PUBLIC_URL = "http://fulfillment.test"
@@ -184,7 +182,7 @@ async def stream_events(nats_url: str, subject: str, stream: str = "FULFILLMENT"
         while True:
             try:
                 msgs = await sub.fetch(100, timeout=0.3)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 break
             out.extend(m.data for m in msgs)
             if len(msgs) < 100:
@@ -195,7 +193,9 @@ async def stream_events(nats_url: str, subject: str, stream: str = "FULFILLMENT"
 
 
 @pytest.fixture
-def make_settings(clean_infra: Any, s3_server: Any, mailbox_capture: Any) -> Callable[..., FulfillmentSettings]:
+def make_settings(
+    clean_infra: Any, s3_server: Any, mailbox_capture: Any
+) -> Callable[..., FulfillmentSettings]:
     def build(**overrides: Any) -> FulfillmentSettings:
         values: dict[str, Any] = {
             "database_url": clean_infra.database_url,

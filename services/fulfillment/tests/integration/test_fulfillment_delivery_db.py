@@ -6,13 +6,12 @@ import asyncio
 import uuid
 
 import pytest
-from sqlalchemy import update
-
 from fulfillment import domain, repository, service
 from fulfillment.emails import FileBackend
 from fulfillment.errors import LicenceMismatchError
 from fulfillment.models import Delivery, DeliveryItem, DownloadGrant, EmailLog, Outbox
 from fulfillment.service import Redirect
+from sqlalchemy import update
 
 from ..conftest import email_parts, paid_event
 

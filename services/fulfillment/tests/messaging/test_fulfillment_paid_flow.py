@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 import json
-
-from shared.contracts import subjects
-from shared.contracts.fulfillment import EmailSent, OrderDelivered
-from shared.testing import wait_for
+import uuid
 
 from fulfillment import domain
 from fulfillment.models import Delivery, DeliveryItem, DownloadGrant, EmailLog
+from shared.contracts import subjects
+from shared.contracts.fulfillment import EmailSent, OrderDelivered
+from shared.testing import wait_for
 
 from ..conftest import email_parts, paid_event, publish, stream_events
 
@@ -29,7 +28,7 @@ async def _settled(world, order_id: str, emails: int = 1) -> None:
             and await world.outbox_settled()
         )
 
-    await wait_for(done, timeout=15, message="emails sent and outbox published")
+    await wait_for(done, timeout=30, message="emails sent and outbox published")
 
 
 async def test_order_paid_twice_and_concurrently_delivers_once(make_world, mailbox_capture):
@@ -46,7 +45,7 @@ async def test_order_paid_twice_and_concurrently_delivers_once(make_world, mailb
         publish(first.nats_url, twin, msg_id="c"),
     )
 
-    await wait_for(lambda: len(mailbox_capture.messages()) >= 1, timeout=15, message="email")
+    await wait_for(lambda: len(mailbox_capture.messages()) >= 1, timeout=30, message="email")
     await _settled(first, event.order_id)
 
     assert first.s3.puts + second.s3.puts == 2  # one PUT per item, across both workers
@@ -71,9 +70,7 @@ async def test_order_paid_twice_and_concurrently_delivers_once(make_world, mailb
     ]
 
 
-async def test_crash_between_upload_and_commit_uploads_once_and_emails_once(
-    world, mailbox_capture
-):
+async def test_crash_between_upload_and_commit_uploads_once_and_emails_once(world, mailbox_capture):
     crashes: list[str] = []
 
     async def die_once(order_id: str) -> None:
@@ -85,7 +82,7 @@ async def test_crash_between_upload_and_commit_uploads_once_and_emails_once(
     event = paid_event()
     await publish(world.nats_url, event)
 
-    await wait_for(lambda: len(mailbox_capture.messages()) >= 1, timeout=15, message="email")
+    await wait_for(lambda: len(mailbox_capture.messages()) >= 1, timeout=30, message="email")
     await _settled(world, event.order_id)
 
     assert crashes == [event.order_id]  # the first attempt did die after its uploads
@@ -106,7 +103,7 @@ async def test_crash_after_commit_before_email_sends_once_on_redelivery(world, m
     world.f.hooks.before_send = die_once
     event = paid_event()
     await publish(world.nats_url, event)
-    await wait_for(lambda: crashes, timeout=10, message="crash before send")
+    await wait_for(lambda: crashes, timeout=30, message="crash before send")
     # The delivery is committed and announced even though no email has left yet.
     assert await world.deliveries(event.order_id) == 1
     assert len(mailbox_capture.messages()) == 0
@@ -123,9 +120,7 @@ async def test_crash_after_commit_before_email_sends_once_on_redelivery(world, m
     assert len(await stream_events(world.nats_url, subjects.ORDER_DELIVERED)) == 1
 
 
-async def test_email_failures_retry_with_backoff_without_holding_delivery(
-    world, mailbox_capture
-):
+async def test_email_failures_retry_with_backoff_without_holding_delivery(world, mailbox_capture):
     real = world.f.mailer
     failures: list[str] = []
 
@@ -141,7 +136,7 @@ async def test_email_failures_retry_with_backoff_without_holding_delivery(
     await publish(world.nats_url, event)
 
     # Delivered and announced while the mail server is still failing.
-    await wait_for(lambda: world.deliveries(event.order_id), timeout=10, message="delivery")
+    await wait_for(lambda: world.deliveries(event.order_id), timeout=30, message="delivery")
     await _settled(world, event.order_id)
 
     [row] = await world.emails(event.order_id)
@@ -150,8 +145,10 @@ async def test_email_failures_retry_with_backoff_without_holding_delivery(
     assert row.attempts == 3
     assert row.last_error is None
     assert len(mailbox_capture.messages()) == 1
-    sent = [EmailSent.model_validate_json(m)
-            for m in await stream_events(world.nats_url, subjects.EMAIL_SENT)]
+    sent = [
+        EmailSent.model_validate_json(m)
+        for m in await stream_events(world.nats_url, subjects.EMAIL_SENT)
+    ]
     assert [(s.status, s.attempts) for s in sent] == [("sent", 3)]
 
 
@@ -170,12 +167,14 @@ async def test_email_gives_up_after_max_attempts_and_reports_failure(make_world,
         rows = await world.emails(event.order_id)
         return bool(rows) and rows[0].status == "failed" and await world.outbox_settled()
 
-    await wait_for(failed, timeout=15, message="email marked failed")
+    await wait_for(failed, timeout=30, message="email marked failed")
     [row] = await world.emails(event.order_id)
     assert row.attempts == 2
     assert "smtp down for good" in (row.last_error or "")
-    sent = [EmailSent.model_validate_json(m)
-            for m in await stream_events(world.nats_url, subjects.EMAIL_SENT)]
+    sent = [
+        EmailSent.model_validate_json(m)
+        for m in await stream_events(world.nats_url, subjects.EMAIL_SENT)
+    ]
     assert [(s.status, s.attempts) for s in sent] == [("failed", 2)]
     assert await world.deliveries(event.order_id) == 1  # the goods are delivered regardless
     assert mailbox_capture.messages() == []
@@ -186,10 +185,20 @@ async def test_underpaid_failed_and_expired_send_one_notice_each(world, mailbox_
 
     from shared.contracts.orders import OrderExpired, OrderFailed, OrderUnderpaid
 
-    base = {"status": "x", "version": 2, "email": "dave@example.com", "total": Decimal("20"),
-            "currency": "EUR"}
-    underpaid = OrderUnderpaid(order_id="ord_under", actually_paid=Decimal("0.0001"),
-                               pay_amount=Decimal("0.00042"), pay_currency="btc", **base)
+    base = {
+        "status": "x",
+        "version": 2,
+        "email": "dave@example.com",
+        "total": Decimal("20"),
+        "currency": "EUR",
+    }
+    underpaid = OrderUnderpaid(
+        order_id="ord_under",
+        actually_paid=Decimal("0.0001"),
+        pay_amount=Decimal("0.00042"),
+        pay_currency="btc",
+        **base,
+    )
     failed = OrderFailed(order_id="ord_failed", reason="provider said failed", **base)
     expired = OrderExpired(order_id="ord_expired", **base)
     for event in (underpaid, failed, expired):
@@ -197,7 +206,7 @@ async def test_underpaid_failed_and_expired_send_one_notice_each(world, mailbox_
     # A redelivered notice with a new event id still finds its (order, template) row.
     await publish(world.nats_url, underpaid.model_copy(update={"event_id": uuid.uuid4()}))
 
-    await wait_for(lambda: len(mailbox_capture.messages()) >= 3, timeout=15, message="notices")
+    await wait_for(lambda: len(mailbox_capture.messages()) >= 3, timeout=30, message="notices")
     for order_id in ("ord_under", "ord_failed", "ord_expired"):
         await _settled(world, order_id)
     messages = {m["Subject"]: m for m in mailbox_capture.messages()}
@@ -219,13 +228,17 @@ async def test_revoke_request_stops_links_and_publishes(world):
 
     event = paid_event(items=[("GAME-1", "Space Game", 1)])
     await publish(world.nats_url, event)
-    await wait_for(lambda: world.deliveries(event.order_id), timeout=10, message="delivery")
+    await wait_for(lambda: world.deliveries(event.order_id), timeout=30, message="delivery")
     link = await world.link(event.order_id)
 
     reply = await request(
         world.ctx.broker,
-        RevokeGrantsRequest(order_id=event.order_id, operator_id="op-7", reason="chargeback",
-                            correlation_id="corr-revoke"),
+        RevokeGrantsRequest(
+            order_id=event.order_id,
+            operator_id="op-7",
+            reason="chargeback",
+            correlation_id="corr-revoke",
+        ),
         RevokeGrantsReply,
         timeout=5,
     )
@@ -250,7 +263,9 @@ async def test_revoke_request_stops_links_and_publishes(world):
     assert len(revoked) == 1
     event_out = GrantsRevoked.model_validate(revoked[0])
     assert (event_out.order_id, event_out.revoked, event_out.operator_id) == (
-        event.order_id, 1, "op-7"
+        event.order_id,
+        1,
+        "op-7",
     )
     assert event_out.correlation_id == "corr-revoke"
 
