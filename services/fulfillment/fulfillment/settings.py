@@ -7,9 +7,9 @@ Names shared by every process of the system (``S3_BUCKET``, ``DOWNLOAD_TOKEN_SEC
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 from shared.settings import ServiceSettings, require_secret
 
@@ -70,6 +70,14 @@ class FulfillmentSettings(ServiceSettings):
     email_claim_lease_seconds: float = Field(default=120.0, gt=0)
     email_sweep_seconds: float = Field(default=2.0, gt=0)
     email_batch_size: int = Field(default=20, ge=1)
+
+    @field_validator("s3_endpoint_url", "s3_public_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # Deployments write S3_ENDPOINT_URL="" to mean "AWS itself".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     def token_secret(self) -> SecretStr:
         return require_secret(self.download_token_secret, "DOWNLOAD_TOKEN_SECRET")

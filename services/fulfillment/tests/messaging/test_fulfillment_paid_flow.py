@@ -273,3 +273,29 @@ async def test_revoke_request_stops_links_and_publishes(world):
         response = await client.get(link.removeprefix("http://fulfillment.test"))
     assert response.status_code == 403
     assert "withdrawn" in response.text
+
+
+async def test_apps_build_from_the_environment_and_report_ready(
+    clean_infra, s3_server, mailbox_capture, monkeypatch
+):
+    import httpx
+    from fulfillment import main
+
+    # DATABASE_URL, NATS_URL, S3_*, AWS_* and SMTP_URL come from the plugin's fixtures.
+    monkeypatch.setenv("DOWNLOAD_TOKEN_SECRET", "env-download-secret-0123456789abcdef")
+    worker = main.create_worker()
+    api = main.create_api()
+    async with worker.router.lifespan_context(worker), api.router.lifespan_context(api):
+        for app in (worker, api):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+                ready = await client.get("/ready")
+            assert ready.status_code == 200, ready.text
+        assert "storage" in ready.json()["checks"]  # the api also checks the bucket
+        event = paid_event(items=[("GAME-1", "Space Game", 1)])
+        await publish(clean_infra.nats_url, event)
+        await wait_for(
+            lambda: len(mailbox_capture.messages()) == 1,
+            timeout=30,
+            message="email from the env-built worker",
+        )

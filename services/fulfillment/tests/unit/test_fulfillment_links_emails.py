@@ -182,3 +182,8 @@ def test_settings_read_the_global_environment_names(monkeypatch):
         "https://dl.example",
     )
     assert SECRET not in repr(s)
+
+
+def test_empty_endpoint_means_aws_itself():
+    s = settings(s3_endpoint_url="", s3_public_endpoint_url=" ")
+    assert (s.s3_endpoint_url, s.s3_public_endpoint_url) == (None, None)
