@@ -557,6 +557,8 @@ def _action_response(
         status = 503
     elif result.error_code == "not_found":
         status = 404
+    elif result.error_code == "invalid_request":
+        status = 422
     else:
         status = 409
     content = out.model_dump(mode="json")

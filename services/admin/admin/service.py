@@ -314,7 +314,7 @@ async def send_reprocess(
     return ActionResult(
         False,
         said or "the webhooks service refused the reprocess",
-        "refused",
+        _refusal_outcome(reply.error_code),
         reply.error_code,
         data={"event_id": reply.event_id},
     )
@@ -372,7 +372,12 @@ async def send_revoke(
     return ActionResult(
         False,
         said or "the fulfillment service refused the revoke",
-        "refused",
+        _refusal_outcome(reply.error_code),
         reply.error_code,
         data={"revoked": reply.revoked},
     )
+
+
+def _refusal_outcome(error_code: str | None) -> str:
+    # The owning service answered but could not reach its own database: the same as no answer.
+    return "unavailable" if error_code == "unavailable" else "refused"
