@@ -6,6 +6,7 @@ an unreachable dependency is a 503 (or 502 for the provider), never a stack trac
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -134,7 +135,7 @@ async def create_order(
             body,
             pepper=state.pepper,
             idempotency_key=idempotency_key,
-            correlation_id=current_correlation_id() or "",
+            correlation_id=current_correlation_id() or str(uuid.uuid4()),
             now=datetime.now(UTC),
         )
     if result.replayed:

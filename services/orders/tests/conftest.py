@@ -19,7 +19,7 @@ import nats
 import pytest
 from orders import subscribers
 from orders.main import build, create_api
-from orders.models import Order, Outbox, Product
+from orders.models import Inbox, Order, Outbox, Product
 from orders.settings import OrdersSettings
 from pydantic import SecretStr
 from shared.contracts.envelope import Event
@@ -124,6 +124,15 @@ class OrdersProbe:
                 select(Outbox.payload).where(Outbox.subject == subject).order_by(Outbox.id)
             )
             return [json.loads(p) for p in rows.all()]
+
+    async def inbox_count(self, consumer: str) -> int:
+        async with self.ctx.sessions() as session:
+            return int(
+                await session.scalar(
+                    select(func.count()).select_from(Inbox).where(Inbox.consumer == consumer)
+                )
+                or 0
+            )
 
     async def all_sent(self) -> bool:
         async with self.ctx.sessions() as session:

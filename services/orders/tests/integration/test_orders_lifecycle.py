@@ -181,7 +181,7 @@ async def test_the_worker_job_expires_due_orders(clean_infra, place_order, order
     )
     worker = build(make_settings(expiry_check_seconds=0.05))
     async with running(worker, subscribers=True, jobs=[jobs.expiry_job]):
-        await wait_for(lambda: probe.stream_count(subjects.ORDER_EXPIRED), timeout=10)
+        await wait_for(lambda: probe.stream_count(subjects.ORDER_EXPIRED), timeout=30)
     assert (await probe.order(oid)).status == "expired"
 
 

@@ -46,18 +46,29 @@ async def second_worker(orders_worker) -> AsyncIterator[ServiceContext]:
         yield ctx
 
 
-async def _settled(probe) -> None:
+async def _settled(
+    probe, distinct_events: int, durable: str = subscribers.PAYMENTS_DURABLE
+) -> None:
+    """Every distinct event handled (inbox rows), nothing left in flight, outbox relayed.
+
+    The inbox count is the decisive part: a message NAKed for a retry is not counted as
+    pending by JetStream, so "drained" alone could pass too early.
+    """
+
+    async def handled() -> bool:
+        return await probe.inbox_count(durable) >= distinct_events
+
+    await wait_for(handled, timeout=30, message=f"{distinct_events} events handled")
+    stream = "PAYMENTS" if durable == subscribers.PAYMENTS_DURABLE else "FULFILLMENT"
     await wait_for(
-        lambda: probe.consumer_drained("PAYMENTS", subscribers.PAYMENTS_DURABLE),
-        timeout=15,
-        message="payment events consumed",
+        lambda: probe.consumer_drained(stream, durable), timeout=30, message="consumer drained"
     )
-    await wait_for(probe.all_sent, timeout=10, message="outbox relayed")
+    await wait_for(probe.all_sent, timeout=30, message="outbox relayed")
 
 
 async def test_order_created_reaches_the_orders_stream(place_order, orders_worker, probe):
     order = await place_order()
-    await wait_for(lambda: probe.stream_count(subjects.ORDER_CREATED), timeout=10)
+    await wait_for(lambda: probe.stream_count(subjects.ORDER_CREATED), timeout=30)
     assert await probe.stream_count(subjects.ORDER_CREATED) == 1
     assert (await probe.order(order["order_id"])).status == "created"
 
@@ -80,7 +91,7 @@ async def test_out_of_order_and_duplicate_payment_events_pay_once(
         await publish_event(event)
     await publish_event(payment_event(oid, "finished", 4))
     await publish_event(finished, msg_id=f"redelivered-{finished.event_id}")
-    await _settled(probe)
+    await _settled(probe, 5)
 
     row = await probe.order(oid)
     assert row.status == "paid"
@@ -112,10 +123,7 @@ async def test_out_of_order_and_duplicate_payment_events_pay_once(
     )
     await publish_event(delivered)
     await publish_event(delivered, msg_id="again")
-    await wait_for(
-        lambda: probe.consumer_drained("FULFILLMENT", subscribers.FULFILLMENT_DURABLE), timeout=15
-    )
-    await wait_for(probe.all_sent, timeout=10)
+    await _settled(probe, 1, subscribers.FULFILLMENT_DURABLE)
     assert (await probe.order(oid)).status == "fulfilled"
     assert await probe.stream_count(subjects.ORDER_FULFILLED) == 1
     [fulfilled] = await probe.outbox_events(subjects.ORDER_FULFILLED)
@@ -133,7 +141,7 @@ async def test_progress_is_shown_while_waiting_and_the_order_ends_paid(
     waiting, confirming = payment_event(oid, "waiting", 1), payment_event(oid, "confirming", 2)
     await publish_event(waiting)
     await publish_event(confirming)
-    await _settled(probe)
+    await _settled(probe, 2)
     view = (await orders_api.get(f"/orders/{oid}", headers=headers)).json()
     assert view["status"] == "awaiting_payment"  # the checkout reply was lost: still fine
     assert view["payment_status"] == "confirming"
@@ -144,7 +152,7 @@ async def test_progress_is_shown_while_waiting_and_the_order_ends_paid(
     ]
 
     await publish_event(payment_event(oid, "finished", 3))
-    await _settled(probe)
+    await _settled(probe, 3)
     view = (await orders_api.get(f"/orders/{oid}", headers=headers)).json()
     assert (view["status"], view["payment_status"]) == ("paid", "finished")
     assert await probe.stream_count(subjects.ORDER_PAID) == 1
@@ -174,7 +182,7 @@ async def test_final_payment_outcomes_publish_their_order_event(
             pay_currency="btc",
         )
     )
-    await _settled(probe)
+    await _settled(probe, 2)
     assert (await probe.order(oid)).status == order_status
     assert await probe.stream_count(subject) == 1
     assert await probe.stream_count(subjects.ORDER_PAID) == 0
