@@ -56,7 +56,12 @@ async def test_ipn_before_the_payment_row_is_processed_once_the_row_appears(
         )
 
     await run.wait_status("ord-early", "finished")
-    ledger = await run.ledger("ord-early")
+
+    async def all_ledgered() -> list:
+        ledger = await run.ledger("ord-early")
+        return ledger if len(ledger) >= 5 else []
+
+    ledger = await wait_for(all_ledgered, timeout=10, message="every early IPN ledgered")
     # Redelivery after a NAK may reorder them; whatever the order, finished is entered once
     # and every IPN is in the ledger.
     assert len(ledger) == 5

@@ -22,10 +22,13 @@ async def test_lost_final_ipn_is_settled_by_the_poller(
     payment = await run.wait_status("ord-lost-final", "finished")
     assert all(e.payment_status != "finished" for e in ipn_bridge.events)
     ledger = await run.ledger("ord-lost-final")
-    assert ledger[-1].source == "poll" and ledger[-1].to_status == "finished"
+    # Under load the poll may overtake some IPNs; whichever came first, only a poll could
+    # have seen "finished", and it entered it exactly once.
+    finished = [t for t in ledger if t.outcome == "applied" and t.to_status == "finished"]
+    assert [t.source for t in finished] == ["poll"]
     assert payment.actually_paid == payment.pay_amount
     events = await wait_events(clean_infra.nats_url, len(applied(ledger)))
-    assert (events[-1].status, events[-1].source, events[-1].is_final) == ("finished", "poll", True)
+    assert [(e.source, e.is_final) for e in events if e.status == "finished"] == [("poll", True)]
 
 
 async def test_payment_without_any_ipn_is_found_through_its_invoice(
