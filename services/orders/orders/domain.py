@@ -33,9 +33,10 @@ class OrderStatus(StrEnum):
 OPEN_STATUSES = frozenset({OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT})
 CHECKOUT_STATUSES = OPEN_STATUSES
 
-# Forward only. Two edges out of "final" states are deliberate: money that arrives after our
-# clock expired the order, or after an underpayment was settled, still buys the goods — the
-# customer paid, and `paid` is still entered at most once.
+# Forward only: nothing returns to created/awaiting_payment, paid is entered at most once and
+# fulfilled is the end. The edges out of expired/failed/underpaid are deliberate: payments
+# reporting money received (a late payment after our clock gave up, a second attempt on the
+# hosted page after a failed one, a settled underpayment) still buys the goods.
 _ALLOWED: Mapping[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.CREATED: frozenset(
         {
@@ -52,7 +53,7 @@ _ALLOWED: Mapping[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.UNDERPAID: frozenset({OrderStatus.PAID}),
     OrderStatus.EXPIRED: frozenset({OrderStatus.PAID, OrderStatus.UNDERPAID}),
     OrderStatus.PAID: frozenset({OrderStatus.FULFILLED}),
-    OrderStatus.FAILED: frozenset(),
+    OrderStatus.FAILED: frozenset({OrderStatus.PAID, OrderStatus.UNDERPAID}),
     OrderStatus.FULFILLED: frozenset(),
 }
 

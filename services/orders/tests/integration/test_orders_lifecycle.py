@@ -78,7 +78,7 @@ async def test_late_payment_after_our_expiry_still_pays(orders_ctx, place_order,
     ]
 
 
-async def test_failed_is_final_and_records_the_reason(orders_ctx, place_order, probe):
+async def test_failed_records_the_reason_and_only_money_moves_it_on(orders_ctx, place_order, probe):
     order = await place_order()
     oid = order["order_id"]
     await apply(orders_ctx, event(oid, "mismatch", 2, note="paid in the wrong coin"))
@@ -87,13 +87,17 @@ async def test_failed_is_final_and_records_the_reason(orders_ctx, place_order, p
     assert row.failure_reason == "the payment did not match the invoice: paid in the wrong coin"
     [failed] = await probe.outbox_events(subjects.ORDER_FAILED)
     assert failed["reason"] == row.failure_reason
-    # a second payment for the same order (new ledger) cannot revive it
+    # late progress and stale finals do nothing
     await apply(orders_ctx, event(oid, "waiting", 1, payment_id=uuid.uuid4()))
-    await apply(orders_ctx, event(oid, "finished", 5))
+    await apply(orders_ctx, event(oid, "expired", 2))  # stale (same version)
     row = await probe.order(oid)
-    assert (row.status, row.version) == ("failed", 2)
-    assert row.payment_status == "finished"  # shown, but the order does not go back
-    assert await probe.outbox_events(subjects.ORDER_PAID) == []
+    assert (row.status, row.version, row.payment_status) == ("failed", 2, "mismatch")
+    # a later successful attempt reported by payments still buys the goods, once
+    await apply(orders_ctx, event(oid, "finished", 5))
+    await apply(orders_ctx, event(oid, "finished", 6))
+    row = await probe.order(oid)
+    assert (row.status, row.version) == ("paid", 3)
+    assert len(await probe.outbox_events(subjects.ORDER_PAID)) == 1
 
 
 async def test_refund_after_paid_keeps_the_order_paid(orders_ctx, place_order, probe):

@@ -75,8 +75,11 @@ def test_transitions_are_forward_only():
     assert not can_transition(OrderStatus.PAID, OrderStatus.PAID)
     assert not can_transition(OrderStatus.PAID, OrderStatus.AWAITING_PAYMENT)
     assert not can_transition(OrderStatus.FULFILLED, OrderStatus.FAILED)
-    assert not can_transition(OrderStatus.FAILED, OrderStatus.PAID)
-    assert can_transition(OrderStatus.EXPIRED, OrderStatus.PAID)  # money after our clock
+    assert not can_transition(OrderStatus.FAILED, OrderStatus.EXPIRED)
+    assert not can_transition(OrderStatus.UNDERPAID, OrderStatus.FAILED)
+    # money reported after our clock or a failed attempt still buys the goods
+    assert can_transition(OrderStatus.EXPIRED, OrderStatus.PAID)
+    assert can_transition(OrderStatus.FAILED, OrderStatus.PAID)
 
 
 # One payment's ledger in order; each entry is (status, version).
