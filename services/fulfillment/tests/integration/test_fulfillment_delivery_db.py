@@ -113,12 +113,12 @@ async def test_rate_limit_bucket_refills_with_time(make_world):
 
     async def take() -> bool:
         async with world.ctx.sessions() as session, session.begin():
-            return await repository.take_token(session, "k", capacity=2, per_second=1.0)
+            return await repository.take_token(session, "k", capacity=2, per_second=0.01)
 
     assert [await take(), await take(), await take()] == [True, True, False]
-    # Pretend the bucket was last touched 1.5 s ago: one token has come back.
+    # Pretend the bucket was last touched 150 s ago: one and a half tokens have come back.
     await world.scalar(
-        "UPDATE fulfillment.rate_limit SET updated_at = now() - interval '1.5 seconds' "
+        "UPDATE fulfillment.rate_limit SET updated_at = now() - interval '150 seconds' "
         "WHERE key = 'k' RETURNING 1"
     )
     assert [await take(), await take()] == [True, False]
