@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 from shared.settings import SecretNotConfiguredError, ServiceSettings, require_secret
 
 # HS256 keys shorter than the hash output make brute-forcing a captured token cheaper.
@@ -39,7 +39,8 @@ class AdminSettings(ServiceSettings):
 
     # The storefront serves the admin console; it may call this API from the browser.
     storefront_url: str | None = Field(default=None, validation_alias="STOREFRONT_URL")
-    cors_origins: list[str] = Field(default_factory=list)
+    # Comma-separated in the environment (NoDecode: not JSON).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
