@@ -250,6 +250,7 @@ _CODE = re.compile(r"[A-Za-z0-9_.\-]{1,20}")
 _CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 AMOUNT_FIELDS = ("price_amount", "pay_amount", "actually_paid", "outcome_amount")
+MAX_SCALE = 30
 
 
 def _invalid(name: str, reason: str) -> IpnRejectedError:
@@ -283,6 +284,13 @@ def _amount_field(doc: Mapping[str, Any], name: str) -> Decimal | None:
         raise _invalid(name, str(exc)) from None
     if amount < 0:
         raise _invalid(name, "must not be negative")
+    # Bounded scale: plain text of any accepted amount stays short (dedup keys, NUMERIC, logs),
+    # and 1e-999999 cannot make us write a million zeros. Wei has 18 decimals; 30 is plenty.
+    exponent = amount.as_tuple().exponent
+    if not isinstance(exponent, int) or not -MAX_SCALE <= exponent <= MAX_SCALE:
+        raise _invalid(name, f"more than {MAX_SCALE} decimal places or too large")
+    if amount and amount.adjusted() > MAX_SCALE:
+        raise _invalid(name, "too large")
     return amount
 
 

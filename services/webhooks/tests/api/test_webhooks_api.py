@@ -378,3 +378,13 @@ async def test_unknown_path_is_404(gateway, db):
     response = await gateway.client.post("/webhooks/other", content=b"{}")
     assert response.status_code == 404
     assert await log_rows(db) == []
+
+
+async def test_signed_body_with_an_escaped_lone_surrogate_is_400_not_500(gateway, db):
+    raw = kit.encode(kit.ipn()).replace(b'"Game key"', b'"Game \\ud800 key"')
+    response = await kit.post(gateway.client, raw, kit.sign(raw))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_payload"
+    assert await log_rows(db) == []
+    [failure] = await failures(db)
+    assert failure["body_excerpt"] == raw

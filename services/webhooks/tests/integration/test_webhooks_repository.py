@@ -1,0 +1,130 @@
+"""Repository statements against the real PostgreSQL: the one-statement upsert, NOTIFY only for
+new rows, failure pruning, and database faults surfacing as DatabaseUnavailableError."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+import webhooks_testkit as kit
+from conftest import make_settings
+from shared.contracts.webhooks import IpnReceived
+from shared.db import DatabaseUnavailableError
+from shared.messaging.outbox import notify_channel
+from shared.testing import free_port, wait_for
+from webhooks import subscribers
+from webhooks.domain import read_ipn
+from webhooks.main import build
+from webhooks.repository import IpnStore, LogRow, stage_event
+from webhooks.service import received_event
+
+
+def row_and_event(body: dict) -> tuple[LogRow, object]:
+    raw = kit.encode(body)
+    fields = read_ipn(raw)
+    now = datetime.now(UTC)
+    event = received_event(
+        fields, log_id=0, raw_body=raw.decode(), headers={}, received_at=now, correlation_id=None
+    )
+    row = LogRow(
+        provider="nowpayments",
+        dedup_key=fields.dedup_key,
+        payment_id=fields.payment_id,
+        invoice_id=fields.invoice_id,
+        order_id=fields.order_id,
+        payment_status=fields.payment_status,
+        actually_paid=fields.actually_paid,
+        provider_updated_at=fields.updated_at,
+        signature=kit.sign(raw),
+        verified_by="raw/current",
+        raw_body=raw,
+        headers={},
+        source_ip=None,
+        received_at=now,
+    )
+    return row, stage_event(event, "webhook_log_id")
+
+
+async def test_upsert_inserts_once_and_notifies_only_for_new_rows(webhooks_infra, db):
+    notifications: list[str] = []
+    await db.add_listener(
+        notify_channel("webhooks"),
+        lambda _conn, _pid, _channel, payload: notifications.append(payload),
+    )
+    store = IpnStore(webhooks_infra.database_url, pool_size=2)
+    try:
+        body = kit.ipn()
+        row, staged = row_and_event(body)
+        first = await store.ingest(row, staged)
+        row2, staged2 = row_and_event(body)  # a retry: same key, a fresh would-be event
+        second = await store.ingest(row2, staged2)
+    finally:
+        await store.close()
+    assert (first.inserted, first.received_count) == (True, 1)
+    assert (second.inserted, second.received_count, second.log_id) == (False, 2, first.log_id)
+    assert second.event_id is None
+    [payload] = await db.fetch("SELECT payload FROM webhooks.outbox")
+    event = IpnReceived.model_validate_json(payload["payload"])
+    assert (event.event_id, event.webhook_log_id) == (staged.event_id, first.log_id)
+    # Notifications arrive in commit order: once our own marker is in, anything the duplicate
+    # had sent would be in too.
+    await db.execute(f"SELECT pg_notify('{notify_channel('webhooks')}', 'marker')")
+    await wait_for(lambda: "marker" in notifications, timeout=5)
+    assert notifications == ["", "marker"]
+
+
+async def test_store_on_a_closed_port_raises_database_unavailable(webhooks_infra):
+    store = IpnStore(
+        f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x", pool_size=1, timeout=1
+    )
+    try:
+        with pytest.raises(DatabaseUnavailableError):
+            await store.ping()
+        row, staged = row_and_event(kit.ipn())
+        with pytest.raises(DatabaseUnavailableError):
+            await store.ingest(row, staged)
+    finally:
+        await store.close()
+
+
+async def test_prune_job_keeps_only_the_newest_failures(webhooks_infra, db):
+    await db.executemany(
+        "INSERT INTO webhooks.webhook_failure (provider, reason, detail, headers, body_excerpt, "
+        "body_size, event_id) VALUES ('nowpayments', 'invalid_signature', 'x', '{}', $1, 1, "
+        "gen_random_uuid())",
+        [(str(i).encode(),) for i in range(30)],
+    )
+    settings = make_settings(webhooks_infra, failure_rows_max=10, failure_prune_seconds=0.05)
+    ctx = build(settings)
+    task = asyncio.create_task(subscribers.prune_failures_job(settings)(ctx))
+    try:
+        await wait_for(
+            lambda: db.fetchval("SELECT count(*) = 10 FROM webhooks.webhook_failure"), timeout=5
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ctx.close()
+    kept = [
+        r["body_excerpt"]
+        for r in await db.fetch("SELECT body_excerpt FROM webhooks.webhook_failure ORDER BY id")
+    ]
+    assert kept == [str(i).encode() for i in range(20, 30)]
+
+
+async def test_schema_has_the_dedup_unique_key(webhooks_infra, db):
+    await db.execute(
+        "INSERT INTO webhooks.webhook_log (provider, dedup_key, payment_id, payment_status, "
+        "signature, verified_by, raw_body, headers, event_id) "
+        "VALUES ('nowpayments', 'k', '1', 'waiting', 's', 'raw/current', '', '{}', "
+        "gen_random_uuid())"
+    )
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await db.execute(
+            "INSERT INTO webhooks.webhook_log (provider, dedup_key, payment_id, payment_status, "
+            "signature, verified_by, raw_body, headers, event_id) "
+            "VALUES ('nowpayments', 'k', '1', 'waiting', 's', 'raw/current', '', '{}', "
+            "gen_random_uuid())"
+        )
