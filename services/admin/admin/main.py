@@ -50,7 +50,7 @@ def create_api(ctx: ServiceContext | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in create_routers(ctx, settings, passwords_for(settings), tokens):
         app.include_router(router)
-    if origins := settings.allowed_origins():
+    if origins := settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,

@@ -37,8 +37,9 @@ class AdminSettings(ServiceSettings):
 
     rpc_timeout_seconds: float = Field(default=10.0, gt=0)
 
-    # The storefront serves the admin console; it may call this API from the browser.
-    storefront_url: str | None = Field(default=None, validation_alias="STOREFRONT_URL")
+    # Browser origins allowed to call this API with credentials. Empty by default: the admin
+    # console calls the API from its server, so no browser origin needs access, and every
+    # allowed origin is one more place whose XSS could act with an operator's cookie.
     # Comma-separated in the environment (NoDecode: not JSON).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -46,14 +47,8 @@ class AdminSettings(ServiceSettings):
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
         return value
-
-    def allowed_origins(self) -> list[str]:
-        origins = list(self.cors_origins)
-        if self.storefront_url:
-            origins.append(self.storefront_url.rstrip("/"))
-        return origins
 
     def jwt_key(self) -> str:
         """The signing key, or a clear startup failure naming the variable (never its value)."""

@@ -14,7 +14,7 @@ from shared.messaging import Delivery
 from shared.messaging.broker import make_broker
 from shared.messaging.rpc import register_responder
 
-from ..conftest import AdminApi, auth, ipn_received, order_created
+from ..conftest import PASSWORD, AdminApi, auth, ipn_received, order_created
 
 Responder = Callable[[type[Request], Callable[[Any], Awaitable[Reply]], str], Awaitable[None]]
 
@@ -231,3 +231,36 @@ async def test_revoke_downloads_asks_fulfillment_and_is_audited(admin_api: Admin
     )
     assert unknown.status_code == 404
     assert len(received) == 1
+
+
+async def test_a_cookie_session_cannot_be_driven_by_a_plain_form_post(
+    admin_api: AdminApi, responder
+):
+    """SameSite=strict still lets same-site pages (another port of this host) send the cookie;
+    a form can only send form or text bodies, and write routes accept JSON only."""
+    await admin_api.user("operator", "quinn")
+    await _seed_log(admin_api, 12)
+    received: list[ReprocessRequest] = []
+
+    async def answer(request: ReprocessRequest) -> ReprocessReply:
+        received.append(request)
+        return ReprocessReply(ok=True)
+
+    await responder(ReprocessRequest, answer, "webhooks")
+    login = await admin_api.client.post(
+        "/admin/login", json={"username": "quinn", "password": PASSWORD}
+    )
+    assert login.status_code == 200 and "bitloot_admin" in admin_api.client.cookies
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        forged = await admin_api.client.post(
+            "/admin/webhook-logs/a-12/reprocess",
+            content=b'{"reason": "csrf"}',
+            headers={"Content-Type": content_type},
+        )
+        assert forged.status_code == 422, forged.text
+    assert received == []
+    assert await admin_api.audit("webhook.reprocess") == []
+    done = await admin_api.client.post(
+        "/admin/webhook-logs/a-12/reprocess", json={"reason": "real"}
+    )
+    assert done.status_code == 202 and len(received) == 1
