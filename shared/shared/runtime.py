@@ -49,6 +49,7 @@ class ServiceContext:
         return ConsumerPolicy(
             max_deliveries=self.settings.consumer_max_deliveries,
             backoff=tuple(self.settings.consumer_backoff_seconds),
+            concurrency=self.settings.consumer_concurrency,
         )
 
     async def check_db(self) -> None:

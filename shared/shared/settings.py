@@ -65,6 +65,7 @@ class ServiceSettings(InfraSettings):
 
     # Redelivery policy for durable consumers: attempts, then the dead-letter stream.
     consumer_max_deliveries: int = 5
+    consumer_concurrency: int = Field(default=8, ge=1, le=256)
     consumer_backoff_seconds: list[float] = Field(default_factory=lambda: [0.2, 1.0, 5.0, 15.0])
 
     @field_validator("consumer_backoff_seconds", mode="before")
