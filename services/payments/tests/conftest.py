@@ -340,29 +340,37 @@ async def start_payments(
         await client.aclose()
 
 
+async def _read_events(js: Any) -> list[PaymentStatusChanged]:
+    info: StreamInfo = await js.stream_info("PAYMENTS")
+    assert info.state is not None
+    if info.state.messages == 0:
+        return []
+    events = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg("PAYMENTS", seq)
+        assert msg.data is not None
+        events.append(PaymentStatusChanged.model_validate_json(msg.data))
+    return events
+
+
 async def payment_events(nats_url: str) -> list[PaymentStatusChanged]:
     """Every PaymentStatusChanged the relay published, in stream order."""
     nc = await nats.connect(nats_url)
     try:
-        js = nc.jetstream()
-        info: StreamInfo = await js.stream_info("PAYMENTS")
-        assert info.state is not None
-        events = []
-        first, last = info.state.first_seq, info.state.last_seq
-        for seq in range(first, last + 1):
-            if info.state.messages == 0:
-                break
-            msg = await js.get_msg("PAYMENTS", seq)
-            assert msg.data is not None
-            events.append(PaymentStatusChanged.model_validate_json(msg.data))
-        return events
+        return await _read_events(nc.jetstream())
     finally:
         await nc.close()
 
 
 async def wait_events(nats_url: str, count: int, timeout: float = 10) -> list[PaymentStatusChanged]:
-    async def enough() -> list[PaymentStatusChanged] | None:
-        events = await payment_events(nats_url)
-        return events if len(events) >= count else None
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
 
-    return await wait_for(enough, timeout=timeout, message=f"{count} payment events")
+        async def enough() -> list[PaymentStatusChanged] | None:
+            events = await _read_events(js)
+            return events if len(events) >= count else None
+
+        return await wait_for(enough, timeout=timeout, message=f"{count} payment events")
+    finally:
+        await nc.close()
