@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export UV_LINK_MODE ?= copy
 
-.PHONY: dev test setup lint typecheck imports bench docs docs-check browsers clean
+.PHONY: dev test setup lint typecheck imports bench docs docs-check deploy-check browsers clean
 
 # Installs uv if missing, then the locked environment (one lockfile for the workspace).
 setup:
@@ -30,8 +30,12 @@ typecheck: setup
 imports: setup
 	$(UV) run --frozen lint-imports
 
-test: setup browsers lint typecheck imports docs-check
+test: setup browsers lint typecheck imports docs-check deploy-check
 	$(UV) run --frozen pytest
+
+# compose.yaml, Dockerfiles and the Kubernetes manifests, validated without Docker or a cluster.
+deploy-check: setup
+	bash .ci/check-compose
 
 # OpenAPI of every HTTP API and AsyncAPI of every event subject, committed under docs/.
 docs: setup
