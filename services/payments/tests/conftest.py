@@ -295,6 +295,17 @@ class Running:
 
         return await wait_for(reached, timeout=timeout, message=f"{order_id} {status}")
 
+    async def full_ledger(
+        self, order_id: str, entries: int, timeout: float = 15
+    ) -> list[PaymentTransition]:
+        """The ledger once it holds ``entries`` rows (concurrent handling finishes in any order)."""
+
+        async def complete() -> list[PaymentTransition] | None:
+            ledger = await self.ledger(order_id)
+            return ledger if len(ledger) >= entries else None
+
+        return await wait_for(complete, timeout=timeout, message=f"{entries} ledger entries")
+
     async def ledger(self, order_id: str) -> list[PaymentTransition]:
         payment = await self.payment(order_id)
         assert payment is not None

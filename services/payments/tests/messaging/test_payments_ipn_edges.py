@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 
 from payments.models import Payment
@@ -43,7 +44,7 @@ async def test_ipn_before_the_payment_row_is_processed_once_the_row_appears(
     async with run.ctx.sessions() as session, session.begin():
         session.add(
             Payment(
-                id=__import__("uuid").uuid4(),
+                id=uuid.uuid4(),
                 order_id="ord-early",
                 provider="nowpayments",
                 status="created",
@@ -114,25 +115,23 @@ async def test_replayed_ipn_for_a_final_payment_changes_nothing(
     reply = await create(run, "ord-replay")
     await emulator.pay(reply.invoice_id, scenario="full")
     await run.wait_status("ord-replay", "finished")
-    await wait_events(clean_infra.nats_url, 5)
+    ledger = await run.full_ledger("ord-replay", 1 + 5)
+    published = await wait_events(clean_infra.nats_url, len(applied(ledger)))
     original = next(e for e in ipn_bridge.events if e.payment_status == "finished")
     replay = original.model_copy(
         update={
-            "event_id": __import__("uuid").uuid4(),
+            "event_id": uuid.uuid4(),
             "replay": True,
             "replayed_by": "op-7",
             "replay_reason": "customer says paid",
         }
     )
     await ipn_bridge.publish(replay)
-
-    async def ledgered() -> bool:
-        return (await run.ledger("ord-replay"))[-1].event_id == replay.event_id
-
-    await wait_for(ledgered, timeout=10, message="replay ledgered")
-    last = (await run.ledger("ord-replay"))[-1]
-    assert last.outcome == "ignored" and "replay by op-7" in last.reason
-    assert len(await payment_events(clean_infra.nats_url)) == 5
+    ledger = await run.full_ledger("ord-replay", 1 + 6)
+    [entry] = [t for t in ledger if t.event_id == replay.event_id]
+    assert entry.outcome == "ignored" and "replay by op-7" in entry.reason
+    assert (entry.from_status, entry.to_status) == ("finished", "finished")
+    assert len(await payment_events(clean_infra.nats_url)) == len(published)
 
 
 async def test_final_ipn_is_acted_on_only_as_the_provider_confirms_it(
@@ -142,25 +141,22 @@ async def test_final_ipn_is_acted_on_only_as_the_provider_confirms_it(
     reply = await create(run, "ord-lie")
     paid = await emulator.pay(reply.invoice_id, statuses=["waiting", "confirming"])
     await run.wait_status("ord-lie", "confirming")
+    await run.full_ledger("ord-lie", 1 + 2)
     # A body claiming "finished" (a buggy or hostile sender past the signature check):
     # the provider's GET /payment still says confirming, and that is what counts.
-    confirming = ipn_bridge.events[-1]
+    confirming = next(e for e in ipn_bridge.events if e.payment_status == "confirming")
     fake = confirming.model_copy(
         update={
-            "event_id": __import__("uuid").uuid4(),
+            "event_id": uuid.uuid4(),
             "payment_status": "finished",
             "actually_paid": confirming.pay_amount,
         }
     )
     await ipn_bridge.publish(fake)
-
-    async def ledgered() -> bool:
-        return (await run.ledger("ord-lie"))[-1].event_id == fake.event_id
-
-    await wait_for(ledgered, timeout=10, message="fake finished ledgered")
-    last = (await run.ledger("ord-lie"))[-1]
-    assert last.outcome == "ignored" and last.reported_status == "confirming"
-    assert "confirmed by GET /payment (confirming)" in last.reason
+    ledger = await run.full_ledger("ord-lie", 1 + 3)
+    [entry] = [t for t in ledger if t.event_id == fake.event_id]
+    assert entry.outcome == "ignored" and entry.reported_status == "confirming"
+    assert "confirmed by GET /payment (confirming)" in entry.reason
     assert await run.status("ord-lie") == "confirming"
     assert str(paid["payment_id"]) == (await run.payment("ord-lie")).provider_payment_id
 
