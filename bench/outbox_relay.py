@@ -26,9 +26,6 @@ from typing import ClassVar
 
 import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from sqlalchemy import text
-from sqlalchemy.orm import DeclarativeBase
-
 from shared.contracts.envelope import Event
 from shared.db import create_engine, make_metadata, make_session_factory
 from shared.devstack.nats import start_nats
@@ -37,6 +34,8 @@ from shared.messaging import OutboxMixin, OutboxRelay, add_to_outbox
 from shared.messaging.broker import ensure_streams, make_broker
 from shared.messaging.outbox import jetstream_publisher
 from shared.testing import free_port
+from sqlalchemy import text
+from sqlalchemy.orm import DeclarativeBase
 
 SCHEMA = "bench_outbox"
 
@@ -93,8 +92,13 @@ async def run(args: argparse.Namespace) -> None:
             async with sessions() as s, s.begin():
                 for i in range(start, min(start + 500, args.events)):
                     await add_to_outbox(s, Outbox, BenchEvent(seq=i, committed_ns=0))
-        relay = OutboxRelay(name="bench", session_factory=sessions, outbox=Outbox,
-                            publish=jetstream_publisher(broker), batch_size=args.batch)
+        relay = OutboxRelay(
+            name="bench",
+            session_factory=sessions,
+            outbox=Outbox,
+            publish=jetstream_publisher(broker),
+            batch_size=args.batch,
+        )
         t0 = time.perf_counter()
         total = 0
         while (n := await relay.publish_pending()) > 0:
@@ -104,20 +108,28 @@ async def run(args: argparse.Namespace) -> None:
 
         # 2. latency: commit → consumer received
         await js.purge_stream("FULFILLMENT")
-        relay = OutboxRelay(name="bench-live", session_factory=sessions, outbox=Outbox,
-                            publish=jetstream_publisher(broker), database_url=url,
-                            sweep_seconds=1.0)
+        relay = OutboxRelay(
+            name="bench-live",
+            session_factory=sessions,
+            outbox=Outbox,
+            publish=jetstream_publisher(broker),
+            database_url=url,
+            sweep_seconds=1.0,
+        )
         await relay.start()
         await asyncio.wait_for(relay.listening.wait(), 10)
-        sub = await js.pull_subscribe(BenchEvent.SUBJECT, durable="bench-latency",
-                                      config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW))
+        sub = await js.pull_subscribe(
+            BenchEvent.SUBJECT,
+            durable="bench-latency",
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+        )
         latencies: list[float] = []
 
         async def consume() -> None:
             while len(latencies) < args.latency_events:
                 try:
                     msgs = await sub.fetch(50, timeout=1)
-                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, nats.errors.TimeoutError):
                     continue
                 now = time.time_ns()
                 for m in msgs:
@@ -139,10 +151,16 @@ async def run(args: argparse.Namespace) -> None:
         await nc.close()
         await engine.dispose()
 
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}"
+        )
         print("nats-server with sync_interval: always; Postgres fsync on")
         print(f"{'measure':<42}{'value':>14}")
-        print(f"{'relay throughput (published + acked)':<42}{throughput:>10.0f} ev/s  ({total} events)")
+        print(
+            f"{'relay throughput (published + acked)':<42}{throughput:>10.0f} ev/s"
+            f"  ({total} events)"
+        )
         print(f"{'commit → consumer latency p50':<42}{statistics.median(latencies):>10.2f} ms")
         print(f"{'commit → consumer latency p99':<42}{pct(latencies, 0.99):>10.2f} ms")
         print(f"{'  (at a steady rate of)':<42}{args.rate:>10} ev/s  ({len(latencies)} events)")
@@ -155,7 +173,9 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--latency-events", type=int, default=500)

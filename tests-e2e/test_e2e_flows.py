@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from shared.testing import wait_for
 from shared.testing.stack import Stack
 
 from .conftest import Shop, body_text, download_links, mails_to
+
+pytestmark = pytest.mark.timeout(400)  # includes starting the whole stack
 
 
 async def test_happy_path_order_pay_fulfilled_one_email_with_a_working_link(

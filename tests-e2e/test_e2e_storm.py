@@ -20,6 +20,8 @@ from shared.topology import SERVICES
 
 from .conftest import E2E_ENV, Shop, assert_exactly_once, storm
 
+pytestmark = pytest.mark.timeout(900)
+
 STORM_SIZE = int(os.environ.get("E2E_STORM_SIZE", "500"))
 FAULT_STORM_SIZE = int(os.environ.get("E2E_FAULT_STORM_SIZE", "150"))
 

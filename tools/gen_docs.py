@@ -57,7 +57,6 @@ def openapi_documents() -> dict[str, str]:
 def asyncapi_documents() -> dict[str, str]:
     from faststream.nats import NatsBroker
     from faststream.specification import AsyncAPI
-
     from shared.contracts import event_types
     from shared.contracts.fulfillment import RevokeGrantsReply, RevokeGrantsRequest
     from shared.contracts.payments import CreateInvoiceReply, CreateInvoiceRequest
@@ -118,16 +117,24 @@ def main() -> int:
             continue
         if args.check:
             stale.append(rel)
-            diff = difflib.unified_diff(current.splitlines(), content.splitlines(),
-                                        f"committed/{rel}", f"generated/{rel}", lineterm="", n=1)
+            diff = difflib.unified_diff(
+                current.splitlines(),
+                content.splitlines(),
+                f"committed/{rel}",
+                f"generated/{rel}",
+                lineterm="",
+                n=1,
+            )
             print("\n".join(list(diff)[:40]))
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
             print(f"wrote docs/{rel}")
     if stale:
-        print(f"\nstale contract documents: {', '.join(stale)} — run `make docs` and commit",
-              file=sys.stderr)
+        print(
+            f"\nstale contract documents: {', '.join(stale)} — run `make docs` and commit",
+            file=sys.stderr,
+        )
         return 1
     if args.check:
         print(f"docs/ contracts up to date ({len(documents)} documents)")

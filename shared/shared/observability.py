@@ -58,8 +58,15 @@ def configure_logging(service: str, level: str = "INFO", json_logs: bool = True)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "aiosmtpd", "werkzeug", "botocore", "faststream.access",
-                  "alembic", "shared.messaging.broker"):
+    for noisy in (
+        "uvicorn.access",
+        "aiosmtpd",
+        "werkzeug",
+        "botocore",
+        "faststream.access",
+        "alembic",
+        "shared.messaging.broker",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.contextvars.bind_contextvars(service=service)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib
 import logging
-import warnings
 import os
 import stat
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
