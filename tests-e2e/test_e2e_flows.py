@@ -5,9 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 from shared.testing import wait_for
+from shared.testing.shop import Shop, body_text, download_links, mails_to
 from shared.testing.stack import Stack
-
-from .conftest import Shop, body_text, download_links, mails_to
 
 pytestmark = pytest.mark.timeout(400)  # includes starting the whole stack
 

@@ -15,10 +15,11 @@ import httpx
 import pytest
 from shared.devstack.postgres import EmbeddedPostgres
 from shared.testing import wait_for
+from shared.testing.shop import Shop, storm
 from shared.testing.stack import Stack, running_stack
 from shared.topology import SERVICES
 
-from .conftest import E2E_ENV, Shop, assert_exactly_once, storm
+from .conftest import E2E_ENV, assert_exactly_once
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -4,10 +4,8 @@ import asyncio
 import inspect
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-T = TypeVar("T")
+from collections.abc import Callable
+from typing import Any
 
 
 def free_port() -> int:
@@ -18,15 +16,15 @@ def free_port() -> int:
 
 
 async def wait_for(
-    predicate: Callable[[], T | Awaitable[T]],
+    predicate: Callable[[], Any],
     *,
     timeout: float = 10.0,
     interval: float = 0.02,
     message: str = "condition",
-) -> T:
+) -> Any:
     """Await until ``predicate()`` is truthy and return its value — a condition, not a sleep."""
     deadline = time.monotonic() + timeout
-    last: T | None = None
+    last: Any = None
     while True:
         value = predicate()
         if inspect.isawaitable(value):
