@@ -47,6 +47,8 @@ docs-check: setup
 bench: setup
 	$(UV) run --frozen python bench/outbox_relay.py
 	$(UV) run --frozen python bench/ipn_ingest.py
+	$(UV) run --frozen python bench/e2e_latency.py --replicas 1
+	$(UV) run --frozen python bench/e2e_latency.py --replicas 2
 
 clean:
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,141 @@
+"""End-to-end benchmark (not a test): final IPN → order fulfilled → email captured.
+
+Starts the whole system with the launcher (every service as its own processes, embedded
+infrastructure), prepares orders with invoices, then pays them at a steady rate. For every order
+it measures, on the same clock, the time from the provider's delivery of the final IPN (the
+emulator's log) to the order's ``fulfilled`` transition (orders' history) and to the email landing
+in the SMTP capture (the Maildir file). Prints p50 / p99 and how many were lost.
+
+    uv run python bench/e2e_latency.py [--rate 50] [--duration 60] [--replicas 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import mailbox
+import os
+import platform
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+from shared.testing.shop import Purchase, Shop, db
+from shared.testing.stack import Stack, running_stack
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def prepare(shop: Shop, n: int, concurrency: int = 16) -> list[Purchase]:
+    products = await shop.products()
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> Purchase:
+        async with sem:
+            return await shop.buy(f"bench-{i}@example.com", products[i % len(products)]["sku"])
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+async def measure(stack: Stack, args: argparse.Namespace) -> None:
+    n = args.rate * args.duration
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=200)) as client:
+        shop = Shop(stack, client)
+        t0 = time.monotonic()
+        purchases = await prepare(shop, n)
+        print(f"prepared {n} orders with invoices in {time.monotonic() - t0:.0f} s", flush=True)
+
+        interval = 1.0 / args.rate
+        start = time.perf_counter()
+        tasks = []
+        for i, purchase in enumerate(purchases):
+            delay = start + i * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(shop.pay(purchase, "full")))
+        await asyncio.gather(*tasks)
+        paid_in = time.perf_counter() - start
+        print(f"started {n} payments in {paid_in:.1f} s ({n / paid_in:.1f}/s)", flush=True)
+
+        conn = await db(stack)
+        ids = [uuid.UUID(p.order_id) for p in purchases]
+        deadline = time.monotonic() + args.settle
+        while time.monotonic() < deadline:
+            done = await conn.fetchval(
+                "SELECT count(*) FROM orders.\"order\" WHERE id = ANY($1) AND status = 'fulfilled'",
+                ids,
+            )
+            if done == n:
+                break
+            await asyncio.sleep(0.5)
+        fulfilled_at = {
+            str(r["order_id"]): r["at"].timestamp()
+            for r in await conn.fetch(
+                "SELECT order_id, at FROM orders.order_history "
+                "WHERE order_id = ANY($1) AND status = 'fulfilled'",
+                ids,
+            )
+        }
+        await conn.close()
+
+        log = (await client.get(f"{stack.emulator_url}/_emulator/ipn-log")).json()["entries"]
+    final_ipn: dict[str, float] = {}
+    by_invoice = {p.invoice_id: p.order_id for p in purchases}
+    for entry in log:
+        if entry["payment_status"] == "finished" and entry["outcome"] == "delivered":
+            order_id = by_invoice.get(str(entry["invoice_id"]))
+            if order_id is not None:
+                ts = datetime.fromisoformat(entry["sent_at"].replace("Z", "+00:00")).timestamp()
+                final_ipn[order_id] = min(ts, final_ipn.get(order_id, ts))
+    email_at: dict[str, float] = {}
+    box = mailbox.Maildir(str(stack.maildir), create=False)
+    by_email = {p.email: p.order_id for p in purchases}
+    for key in box.iterkeys():
+        message = box.get_message(key)
+        to = (message.get("To") or "").strip("<> ")
+        order_id = by_email.get(to)
+        path = Path(stack.maildir) / message.get_subdir() / key
+        if order_id and path.exists() and "ready" in (message.get("Subject") or ""):
+            email_at[order_id] = path.stat().st_mtime
+
+    to_fulfilled = [(fulfilled_at[o] - final_ipn[o]) * 1000 for o in final_ipn if o in fulfilled_at]
+    to_email = [(email_at[o] - final_ipn[o]) * 1000 for o in final_ipn if o in email_at]
+    lost = n - len(fulfilled_at)
+    print()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; worker replicas: {args.replicas}"
+    )
+    print(f"load: {n} orders paid at {args.rate}/s for {args.duration} s")
+    print(f"{'measure':<40}{'p50':>10}{'p99':>10}{'n':>8}")
+    print(
+        f"{'final IPN → order fulfilled (ms)':<40}{pct(to_fulfilled, 0.5):>10.0f}"
+        f"{pct(to_fulfilled, 0.99):>10.0f}{len(to_fulfilled):>8}"
+    )
+    print(
+        f"{'final IPN → email captured (ms)':<40}{pct(to_email, 0.5):>10.0f}"
+        f"{pct(to_email, 0.99):>10.0f}{len(to_email):>8}"
+    )
+    print(f"{'orders not fulfilled (lost)':<40}{lost:>10}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=int, default=50)
+    parser.add_argument("--duration", type=int, default=60)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--settle", type=float, default=300)
+    args = parser.parse_args()
+    env = {"BITLOOT_WORKER_REPLICAS": str(args.replicas), "LOG_LEVEL": "WARNING"}
+    with running_stack(env) as stack:
+        asyncio.run(measure(stack, args))
+
+
+if __name__ == "__main__":
+    main()
