@@ -356,6 +356,18 @@ def orchestrate(args: argparse.Namespace) -> None:
                 )
             ratio = gateway["rps"] / bare["rps"]
             print(f"{'  ratio webhooks/bare':<22}{concurrency:>5}{ratio:>10.0%}")
+        import httpx
+
+        metrics = httpx.get(f"http://127.0.0.1:{gateway_port}/metrics", timeout=5).text
+        total = {
+            line.split()[0]: float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith("webhooks_ingest_batch_size_")
+        }
+        batches = total.get("webhooks_ingest_batch_size_count", 0.0)
+        if batches:
+            mean = total["webhooks_ingest_batch_size_sum"] / batches
+            print(f"ingest statements: {batches:.0f}, mean batch {mean:.1f} deliveries")
         print(
             f"stored: {stored[0]} webhook_log rows for {stored[1]} deliveries (incl. warm-up), "
             f"{stored[2]} outbox events"

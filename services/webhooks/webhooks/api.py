@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from shared.db import DatabaseUnavailableError
-from shared.observability import current_correlation_id, get_logger, strip_secret_headers
+from shared.observability import bind_correlation_id, get_logger, strip_secret_headers
 from starlette.types import Receive, Scope, Send
 
 from webhooks import metrics
@@ -102,8 +103,7 @@ class IpnEndpoint:
         signature: str | None = None
         signatures = 0
         declared: int | None = None
-        # CorrelationIdMiddleware bound the caller's id (or minted one): logs and event agree.
-        correlation = valid_correlation_id(current_correlation_id())
+        correlation: str | None = None
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         for name, value in raw_headers:
             if name == b"x-nowpayments-sig":
@@ -111,6 +111,11 @@ class IpnEndpoint:
                 signature = value.decode("latin-1")
             elif name == b"content-length":
                 declared = int(value) if value.isdigit() else None
+            elif name == b"x-correlation-id":
+                correlation = valid_correlation_id(value.decode("latin-1"))
+        # The same id in our logs, the response header and the event envelope.
+        correlation = correlation or str(uuid.uuid4())
+        reply_headers = [(b"x-correlation-id", correlation.encode())]
         headers = storable_headers(
             strip_secret_headers((n.decode("latin-1"), v.decode("latin-1")) for n, v in raw_headers)
         )
@@ -137,7 +142,7 @@ class IpnEndpoint:
             rejection = IpnRejectedError(
                 "body_too_large", f"body exceeds {self.max_body_bytes} bytes", status_code=413
             )
-            await self._reject(send, rejection, ipn)
+            await self._reject(send, rejection, ipn, reply_headers)
             return
 
         ipn = InboundIpn(body, signature, headers, source_ip, received_at, correlation)
@@ -148,31 +153,40 @@ class IpnEndpoint:
                 )
             accepted = await ingest_ipn(self.store, self.keys, ipn)
         except IpnRejectedError as rejection:
-            await self._reject(send, rejection, ipn)
+            await self._reject(send, rejection, ipn, reply_headers)
             return
         except DatabaseUnavailableError as exc:
+            bind_correlation_id(correlation)
             metrics.UNAVAILABLE.inc()
             log.warning("ipn_storage_unavailable", error=str(exc)[:200])
-            await _respond(send, 503, _UNAVAILABLE, [(b"retry-after", b"5")])
+            await _respond(send, 503, _UNAVAILABLE, [*reply_headers, (b"retry-after", b"5")])
             return
         except Exception:
             # A bug, not bad input: the provider will retry, and the trace stays in our logs.
+            bind_correlation_id(correlation)
             metrics.UNAVAILABLE.inc()
             log.exception("ipn_ingest_failed")
-            await _respond(send, 503, _UNAVAILABLE, [(b"retry-after", b"5")])
+            await _respond(send, 503, _UNAVAILABLE, [*reply_headers, (b"retry-after", b"5")])
             return
 
         stored = accepted.stored
         metrics.RECEIVED.inc()
         metrics.VERIFIED[accepted.verified_by].inc()
         if stored.inserted:
-            await _respond(send, 200, _ACCEPTED)
+            await _respond(send, 200, _ACCEPTED, reply_headers)
         else:
             metrics.DUPLICATES.inc()
-            await _respond(send, 200, _DUPLICATE)
+            await _respond(send, 200, _DUPLICATE, reply_headers)
         metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
 
-    async def _reject(self, send: Send, rejection: IpnRejectedError, ipn: InboundIpn) -> None:
+    async def _reject(
+        self,
+        send: Send,
+        rejection: IpnRejectedError,
+        ipn: InboundIpn,
+        reply_headers: Sequence[tuple[bytes, bytes]],
+    ) -> None:
+        bind_correlation_id(ipn.correlation_id)
         metrics.REJECTED_BY_REASON[rejection.reason].inc()
         log.info(
             "ipn_rejected",
@@ -195,4 +209,4 @@ class IpnEndpoint:
             metrics.REJECTIONS_DROPPED.inc()
             log.warning("ipn_rejection_not_recorded", error=repr(exc)[:200])
         body = json.dumps({"error": rejection.reason, "detail": rejection.detail}).encode()
-        await _respond(send, rejection.status_code, body)
+        await _respond(send, rejection.status_code, body, reply_headers)

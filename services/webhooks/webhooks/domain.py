@@ -88,7 +88,8 @@ def parse_json_text(text: str) -> Any:
         raise
     except ValueError as exc:
         raise InvalidJsonError(str(exc)[:120]) from exc
-    _check_depth(value)
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH:  # cheaper than walking every IPN
+        _check_depth(value)
     return value
 
 

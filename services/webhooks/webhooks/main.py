@@ -7,6 +7,7 @@ the worker's relay publishes it. So the api neither connects to NATS nor reports
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from fastapi import FastAPI
 from shared.observability import get_logger, install_observability
 from shared.runtime import ServiceContext, build_context, worker_app
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from webhooks import subscribers
 from webhooks.api import IPN_PATHS, IpnEndpoint
@@ -37,6 +39,28 @@ def _settings(ctx: ServiceContext) -> WebhooksSettings:
     return ctx.settings
 
 
+class WebhooksApi(FastAPI):
+    """FastAPI app whose IPN routes skip the middleware stack and the router.
+
+    The IPN endpoint is the hottest path of the system and does for itself what the stack
+    would do (correlation id, never an unhandled exception). Other methods on the same paths
+    and every other route (/health, /ready, /metrics) go through FastAPI as usual.
+    """
+
+    ipn: IpnEndpoint | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.ipn is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in IPN_PATHS
+        ):
+            await self.ipn(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_api(ctx: ServiceContext | None = None) -> FastAPI:
     ctx = ctx or build()
     settings = _settings(ctx)
@@ -46,6 +70,8 @@ def create_api(ctx: ServiceContext | None = None) -> FastAPI:
         pool_size=settings.db_pool_size,
         timeout=settings.db_timeout_seconds,
         application_name=f"{SERVICE}-api",
+        ingest_concurrency=settings.ingest_concurrency,
+        max_batch=settings.ingest_max_batch,
     )
     endpoint = IpnEndpoint(
         store,
@@ -58,15 +84,21 @@ def create_api(ctx: ServiceContext | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("api_started", service=SERVICE, secrets=len(keys))
+        # Everything allocated so far (modules, app, settings) lives as long as the process:
+        # keep it out of the collector's generations so collections stay short.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
             await store.close()
             await ctx.close()
 
-    app = FastAPI(title="BitLoot webhooks", lifespan=lifespan)
+    app = WebhooksApi(title="BitLoot webhooks", lifespan=lifespan)
+    app.ipn = endpoint
     for path in IPN_PATHS:
-        # A Route around a non-function endpoint passes scope/receive/send straight through.
+        # Reached only for other methods (405); a Route around a non-function endpoint passes
+        # scope/receive/send straight through.
         app.router.routes.append(
             Route(path, endpoint, methods=["POST"], include_in_schema=False, name="ipn")
         )

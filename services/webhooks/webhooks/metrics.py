@@ -35,6 +35,12 @@ INGEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
+INGEST_BATCH = Histogram(
+    "webhooks_ingest_batch_size",
+    "Deliveries written by one ingest statement",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+
 # Label children resolved once: the hot path should not hash label tuples per request.
 REJECTED_BY_REASON = {reason: REJECTED.labels(reason) for reason in REJECT_REASONS}
 VERIFIED = {

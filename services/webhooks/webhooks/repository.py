@@ -1,10 +1,19 @@
 """Every query of the webhooks service.
 
 The IPN hot path runs as ONE SQL statement on a raw asyncpg connection: a data-modifying CTE
-upserts ``webhook_log``, inserts the outbox row only when the log row is new, and NOTIFYs the
-relay. A single statement is its own transaction, so the log row and its event commit together
-in one round trip — the provider waits at most ~3 s and we answer in milliseconds. The worker
-side (replays, pruning) is not hot and uses SQLAlchemy sessions like every other service.
+upserts ``webhook_log`` and inserts the outbox row only when the log row is new. A single
+statement is its own transaction, so the log row and its event commit together in one round
+trip — the provider waits at most ~3 s and we answer in milliseconds.
+
+The relay is woken by a NOTIFY sent *after* the commit, coalesced, from a separate tiny
+transaction (:class:`IpnStore` ``_wake_loop``). A NOTIFY inside the ingest transaction would take
+PostgreSQL's global notify-queue lock through the commit's WAL flush and serialise every commit:
+measured here, 16 concurrent insert+notify transactions reached 181-729 tx/s against
+1 875-3 104 tx/s for the same inserts without it. A lost wake-up costs at most the relay's sweep
+interval; nothing is lost.
+
+The worker side (replays, pruning) is not hot and uses SQLAlchemy sessions like every other
+service.
 """
 
 from __future__ import annotations
@@ -27,13 +36,18 @@ from shared.observability import CORRELATION_HEADER, get_logger
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from webhooks.metrics import INGEST_BATCH
 from webhooks.models import SCHEMA, WebhookFailure, WebhookLog
 
 log = get_logger(__name__)
 
 T = TypeVar("T")
 
-_CHANNEL = notify_channel(SCHEMA)
+# A wake-up hint only: its own transaction may commit asynchronously (no WAL flush to wait for).
+WAKE_SQL = (
+    "SELECT set_config('synchronous_commit', 'off', true), "
+    f"pg_notify('{notify_channel(SCHEMA)}', '')"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,26 +136,43 @@ def _outbox_insert(*, ev: int, subj: int, head: int, tail: int, hdrs: int, src: 
     FROM {src}"""  # noqa: S608
 
 
-# (xmax = 0) is true only for a row this statement inserted: an ON CONFLICT update leaves the
-# updating transaction's id in xmax. Concurrent duplicates queue on the row lock, so exactly one
-# of them inserts and the others bump the counter after it commits.
+# One statement for a whole batch of deliveries (see IpnStore.ingest). The batch arrives as
+# parallel arrays, one entry per distinct dedup key, sorted by it so that concurrent batches
+# take row locks in the same order and cannot deadlock. (xmax = 0) is true only for a row this
+# statement inserted: an ON CONFLICT update leaves the updating transaction's id in xmax.
+# Concurrent duplicates queue on the row lock, so exactly one of them inserts.
 INGEST_SQL = f"""
-WITH ins AS (
+WITH input AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[],
+        $8::bigint[], $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[],
+        $14::uuid[], $15::timestamptz[], $16::int[], $17::text[], $18::bytea[], $19::bytea[],
+        $20::text[]
+    ) AS t(provider, dedup_key, payment_id, invoice_id, order_id, payment_status,
+           actually_paid, provider_updated_at, signature, verified_by, raw_body, headers,
+           source_ip, event_id, received_at, hits, subject, head, tail, event_headers)
+), ins AS (
     INSERT INTO {SCHEMA}.webhook_log AS w (
         provider, dedup_key, payment_id, invoice_id, order_id, payment_status, actually_paid,
         provider_updated_at, signature, verified_by, raw_body, headers, source_ip, event_id,
-        received_at, last_received_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15, $15)
+        received_at, last_received_at, received_count)
+    SELECT provider, dedup_key, payment_id, invoice_id, order_id, payment_status, actually_paid,
+           provider_updated_at, signature, verified_by, raw_body, headers::jsonb, source_ip,
+           event_id, received_at, received_at, hits
+    FROM input ORDER BY dedup_key
     ON CONFLICT (dedup_key) DO UPDATE
-        SET received_count = w.received_count + 1, last_received_at = EXCLUDED.last_received_at
-    RETURNING w.id, (w.xmax = 0) AS inserted, w.received_count
-), queued AS ({_outbox_insert(ev=14, subj=16, head=17, tail=18, hdrs=19, src="ins")}
+        SET received_count = w.received_count + EXCLUDED.received_count,
+            last_received_at = EXCLUDED.last_received_at
+    RETURNING w.id, w.dedup_key, (w.xmax = 0) AS inserted, w.received_count
+), queued AS (
+    INSERT INTO {SCHEMA}.outbox (event_id, subject, payload, headers)
+    SELECT input.event_id, input.subject,
+           input.head || convert_to(ins.id::text, 'UTF8') || input.tail,
+           input.event_headers::jsonb
+    FROM ins JOIN input ON input.dedup_key = ins.dedup_key
     WHERE ins.inserted
-    RETURNING 1
 )
-SELECT ins.id, ins.inserted, ins.received_count,
-       (SELECT count(pg_notify('{_CHANNEL}', '')) FROM queued) AS notified
-FROM ins
+SELECT id, dedup_key, inserted, received_count FROM ins
 """  # noqa: S608
 
 FAILURE_SQL = f"""
@@ -152,11 +183,16 @@ WITH f AS (
     VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)
     RETURNING id
 ), queued AS ({_outbox_insert(ev=8, subj=11, head=12, tail=13, hdrs=14, src="f")}
-    RETURNING 1
 )
-SELECT f.id, (SELECT count(pg_notify('{_CHANNEL}', '')) FROM queued) AS notified
-FROM f
+SELECT f.id FROM f
 """  # noqa: S608
+
+
+@dataclass(slots=True)
+class _Pending:
+    row: LogRow
+    staged: StagedEvent
+    future: asyncio.Future[IngestResult]
 
 
 def _connection_lost(exc: BaseException) -> bool:
@@ -185,13 +221,71 @@ def _unavailable(exc: BaseException) -> bool:
     )
 
 
-async def _keep_session(_: asyncpg.Connection) -> None:
-    """Pool release hook: we never change session state, so skip asyncpg's reset query (it
-    would cost a round trip per request)."""
+class _Connections:
+    """A minimal asyncpg connection pool for the hot path.
+
+    asyncpg's Pool costs ~35 us of CPU per acquire/release (timeouts, reset hooks, holders);
+    here that is a semaphore and a list. Connections open lazily (so the api starts while the
+    database is down), are dropped when a statement fails with a connection fault, and all
+    idle ones are dropped when one is found dead (the server probably restarted). Session state
+    is never changed, so nothing needs resetting between uses.
+    """
+
+    def __init__(
+        self, dsn: str, *, size: int, timeout: float, server_settings: dict[str, str]
+    ) -> None:
+        self._dsn = dsn
+        self._timeout = timeout
+        self._server_settings = server_settings
+        self._free = asyncio.Semaphore(size)
+        self._idle: list[asyncpg.Connection] = []
+        self._closed = False
+
+    async def acquire(self) -> asyncpg.Connection:
+        if self._closed:
+            raise ConnectionError("the store is closed")
+        if self._free.locked():
+            await asyncio.wait_for(self._free.acquire(), timeout=self._timeout)
+        else:
+            await self._free.acquire()
+        try:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.is_closed():
+                    return conn
+            return await asyncpg.connect(
+                self._dsn,
+                timeout=self._timeout,
+                command_timeout=self._timeout,
+                server_settings=self._server_settings,
+            )
+        except BaseException:
+            self._free.release()
+            raise
+
+    def release(self, conn: asyncpg.Connection, *, broken: bool = False) -> None:
+        if broken or self._closed or conn.is_closed() or conn.is_in_transaction():
+            conn.terminate()
+        else:
+            self._idle.append(conn)
+        self._free.release()
+
+    def drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.terminate()
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=2)
 
 
 class IpnStore:
-    """The api's own small asyncpg pool. Lazy: the api starts (and answers 503) without a DB."""
+    """The api's database access: its own small connection pool, the batched ingest and the
+    relay wake-ups. Lazy: the api starts (and answers 503) while the database is down."""
 
     def __init__(
         self,
@@ -200,55 +294,79 @@ class IpnStore:
         pool_size: int = 10,
         timeout: float = 2.5,
         application_name: str = "webhooks-api",
+        ingest_concurrency: int = 4,
+        max_batch: int = 100,
     ) -> None:
-        self._dsn = asyncpg_dsn(database_url)
-        self._pool_size = pool_size
-        self._timeout = timeout
-        self._application_name = application_name
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
+        self._queue: list[_Pending] = []
+        self._slots = asyncio.Semaphore(max(1, min(ingest_concurrency, pool_size - 1)))
+        self._max_batch = max_batch
+        self._pool = _Connections(
+            asyncpg_dsn(database_url),
+            size=pool_size,
+            timeout=timeout,
+            server_settings={"application_name": application_name},
+        )
+        self._wake_wanted = False
+        self._waker: asyncio.Task[None] | None = None
+        self.wake_interval = 0.01  # at most ~100 wake-ups a second, whatever the IPN rate
 
-    async def _get_pool(self) -> asyncpg.Pool:
-        if self._pool is not None:
-            return self._pool
-        async with self._lock:
-            if self._pool is None:
-                # min_size=0: creating the pool opens no connection, so it cannot fail on a
-                # database that is down; each acquire connects as needed.
-                self._pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=0,
-                    max_size=self._pool_size,
-                    timeout=self._timeout,
-                    command_timeout=self._timeout,
-                    reset=_keep_session,
-                    server_settings={"application_name": self._application_name},
-                )
-            return self._pool
+    def wake_relay(self) -> None:
+        """Ask for one NOTIFY soon; calls while one is pending or in flight coalesce."""
+        self._wake_wanted = True
+        if self._waker is None or self._waker.done():
+            self._waker = asyncio.create_task(self._wake_loop(), name="webhooks-relay-wake")
+
+    async def relay_woken(self) -> None:
+        """Wait until no wake-up is pending or in flight (tests and shutdown)."""
+        while self._waker is not None and not self._waker.done():
+            await asyncio.wait({self._waker})
+
+    async def _wake_loop(self) -> None:
+        async def notify(conn: asyncpg.Connection) -> Any:
+            return await conn.execute(WAKE_SQL)
+
+        while self._wake_wanted:
+            self._wake_wanted = False
+            try:
+                await self._run(notify)
+            except Exception as exc:  # the relay's periodic sweep finds the rows anyway
+                log.info("relay_wake_failed", error=repr(exc)[:200])
+                return
+            await asyncio.sleep(self.wake_interval)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
+        if self._waker is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pool.close(), timeout=5)
+                await asyncio.wait_for(self.relay_woken(), timeout=2)
+            self._waker.cancel()
+        await self._pool.close()
 
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``work`` on a pooled connection; connection faults become
-        DatabaseUnavailableError. A connection that died under us is retried once on a fresh
-        one (all statements here are idempotent upserts or capped inserts)."""
+        DatabaseUnavailableError. A connection that died under us, or a deadlock, is retried
+        once (all statements here are idempotent upserts or capped inserts)."""
         for attempt in (1, 2):
+            conn: asyncpg.Connection | None = None
             try:
-                pool = await self._get_pool()
-                async with pool.acquire(timeout=self._timeout) as conn:
-                    return await work(conn)
+                conn = await self._pool.acquire()
+                result = await work(conn)
             except Exception as exc:
-                if attempt == 1 and _connection_lost(exc) and self._pool is not None:
-                    # Every pooled connection is probably as dead (the server restarted).
-                    await self._pool.expire_connections()
+                if conn is not None:
+                    self._pool.release(conn, broken=_unavailable(exc))
+                if attempt == 1 and _connection_lost(exc):
+                    self._pool.drop_idle()  # as dead as this one, probably (server restarted)
                     continue
+                if attempt == 1 and isinstance(exc, asyncpg.exceptions.DeadlockDetectedError):
+                    continue  # batches lock keys in sorted order, but never say never
                 if _unavailable(exc):
                     raise DatabaseUnavailableError(type(exc).__name__) from exc
                 raise
+            except BaseException:
+                if conn is not None:
+                    self._pool.release(conn, broken=True)  # cancelled mid-statement
+                raise
+            self._pool.release(conn)
+            return result
         raise AssertionError("unreachable")
 
     async def ping(self) -> None:
@@ -258,39 +376,84 @@ class IpnStore:
         await self._run(select_one)
 
     async def ingest(self, row: LogRow, staged: StagedEvent) -> IngestResult:
-        async def upsert(conn: asyncpg.Connection) -> asyncpg.Record | None:
-            return await conn.fetchrow(
-                INGEST_SQL,
-                row.provider,
-                row.dedup_key,
-                row.payment_id,
-                row.invoice_id,
-                row.order_id,
-                row.payment_status,
-                row.actually_paid,
-                row.provider_updated_at,
-                row.signature,
-                row.verified_by,
-                row.raw_body,
-                json.dumps(row.headers),
-                row.source_ip,
-                staged.event_id,
-                row.received_at,
-                staged.subject,
-                staged.head,
-                staged.tail,
-                staged.headers_json,
+        """Store one delivery; concurrent deliveries share statements.
+
+        Each caller queues its row, then waits for one of ``ingest_concurrency`` slots; whoever
+        gets a slot writes everything queued so far in one statement (its own row, unless a
+        batch in flight already took it). Under load, batches form by themselves and one
+        round trip and one commit serve many deliveries; alone, a delivery is written at once.
+        Nobody answers before its row is committed.
+        """
+        item = _Pending(row, staged, asyncio.get_running_loop().create_future())
+        self._queue.append(item)
+        async with self._slots:
+            if self._queue:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                # Shielded: the batch holds other callers' rows; it must finish and answer
+                # them even if this caller is cancelled.
+                await asyncio.shield(asyncio.ensure_future(self._write_batch(batch)))
+        return await item.future
+
+    async def _write_batch(self, batch: list[_Pending]) -> None:
+        try:
+            groups: dict[str, list[_Pending]] = {}
+            for item in batch:
+                groups.setdefault(item.row.dedup_key, []).append(item)
+            keys = sorted(groups)
+            firsts = [groups[k][0] for k in keys]
+            columns = (
+                [i.row.provider for i in firsts],
+                keys,
+                [i.row.payment_id for i in firsts],
+                [i.row.invoice_id for i in firsts],
+                [i.row.order_id for i in firsts],
+                [i.row.payment_status for i in firsts],
+                [i.row.actually_paid for i in firsts],
+                [i.row.provider_updated_at for i in firsts],
+                [i.row.signature for i in firsts],
+                [i.row.verified_by for i in firsts],
+                [i.row.raw_body for i in firsts],
+                [json.dumps(i.row.headers) for i in firsts],
+                [i.row.source_ip for i in firsts],
+                [i.staged.event_id for i in firsts],
+                [i.row.received_at for i in firsts],
+                [len(groups[k]) for k in keys],
+                [i.staged.subject for i in firsts],
+                [i.staged.head for i in firsts],
+                [i.staged.tail for i in firsts],
+                [i.staged.headers_json for i in firsts],
             )
 
-        record = await self._run(upsert)
-        assert record is not None  # an upsert always returns its row
-        inserted = bool(record["inserted"])
-        return IngestResult(
-            log_id=int(record["id"]),
-            inserted=inserted,
-            received_count=int(record["received_count"]),
-            event_id=staged.event_id if inserted else None,
-        )
+            async def upsert(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+                result: list[asyncpg.Record] = await conn.fetch(INGEST_SQL, *columns)
+                return result
+
+            INGEST_BATCH.observe(len(batch))
+            records = await self._run(upsert)
+        except BaseException as exc:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        new_rows = False
+        for record in records:
+            inserted = bool(record["inserted"])
+            new_rows = new_rows or inserted
+            for position, item in enumerate(groups[record["dedup_key"]]):
+                first = inserted and position == 0  # same key twice in one batch: one is new
+                item.future.set_result(
+                    IngestResult(
+                        log_id=int(record["id"]),
+                        inserted=first,
+                        received_count=int(record["received_count"]),
+                        event_id=item.staged.event_id if first else None,
+                    )
+                )
+        if new_rows:
+            self.wake_relay()
 
     async def record_failure(self, row: FailureRow, staged: StagedEvent) -> int:
         async def insert(conn: asyncpg.Connection) -> Any:
@@ -312,7 +475,9 @@ class IpnStore:
                 staged.headers_json,
             )
 
-        return int(await self._run(insert))
+        failure_id = int(await self._run(insert))
+        self.wake_relay()
+        return failure_id
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def row_and_event(body: dict) -> tuple[LogRow, object]:
     return row, stage_event(event, "webhook_log_id")
 
 
-async def test_upsert_inserts_once_and_notifies_only_for_new_rows(webhooks_infra, db):
+async def test_upsert_inserts_once_and_wakes_the_relay_only_for_new_rows(webhooks_infra, db):
     notifications: list[str] = []
     await db.add_listener(
         notify_channel("webhooks"),
@@ -58,8 +58,10 @@ async def test_upsert_inserts_once_and_notifies_only_for_new_rows(webhooks_infra
         body = kit.ipn()
         row, staged = row_and_event(body)
         first = await store.ingest(row, staged)
+        await wait_for(lambda: notifications == [""], timeout=5, message="relay woken")
         row2, staged2 = row_and_event(body)  # a retry: same key, a fresh would-be event
         second = await store.ingest(row2, staged2)
+        await store.relay_woken()  # had the duplicate asked for a wake-up, it is sent by now
     finally:
         await store.close()
     assert (first.inserted, first.received_count) == (True, 1)
@@ -68,8 +70,8 @@ async def test_upsert_inserts_once_and_notifies_only_for_new_rows(webhooks_infra
     [payload] = await db.fetch("SELECT payload FROM webhooks.outbox")
     event = IpnReceived.model_validate_json(payload["payload"])
     assert (event.event_id, event.webhook_log_id) == (staged.event_id, first.log_id)
-    # Notifications arrive in commit order: once our own marker is in, anything the duplicate
-    # had sent would be in too.
+    # Notifications arrive in commit order: once our own marker is in, anything sent for the
+    # duplicate would be in too.
     await db.execute(f"SELECT pg_notify('{notify_channel('webhooks')}', 'marker')")
     await wait_for(lambda: "marker" in notifications, timeout=5)
     assert notifications == ["", "marker"]
