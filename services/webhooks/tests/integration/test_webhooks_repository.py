@@ -130,3 +130,54 @@ async def test_schema_has_the_dedup_unique_key(webhooks_infra, db):
             "VALUES ('nowpayments', 'k', '1', 'waiting', 's', 'raw/current', '', '{}', "
             "gen_random_uuid())"
         )
+
+
+def batch_statements() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("webhooks_ingest_batch_size_count") or 0.0
+
+
+async def test_deliveries_queued_together_share_one_statement(webhooks_infra, db):
+    store = IpnStore(webhooks_infra.database_url, pool_size=3, ingest_concurrency=1)
+    try:
+        await store.ping()
+        same = kit.ipn()
+        items = [row_and_event(same), row_and_event(same), row_and_event(kit.ipn())]
+        before = batch_statements()
+        async with store._slots:  # the only slot is busy: all three queue up behind it
+            tasks = [asyncio.create_task(store.ingest(row, staged)) for row, staged in items]
+            await wait_for(lambda: len(store._queue) == 3, timeout=5)
+        results = await asyncio.gather(*tasks)
+    finally:
+        await store.close()
+    assert batch_statements() - before == 1  # one statement wrote all three
+    first, again, other = results
+    assert first.log_id == again.log_id != other.log_id
+    assert (first.inserted, again.inserted, other.inserted) == (True, False, True)
+    assert first.event_id == items[0][1].event_id and again.event_id is None
+    rows = await db.fetch("SELECT received_count FROM webhooks.webhook_log ORDER BY id")
+    assert sorted(r["received_count"] for r in rows) == [1, 2]
+    events = await db.fetch("SELECT event_id FROM webhooks.outbox")
+    assert {r["event_id"] for r in events} == {items[0][1].event_id, items[2][1].event_id}
+
+
+async def test_a_cancelled_caller_does_not_strand_the_others_in_its_batch(webhooks_infra, db):
+    store = IpnStore(webhooks_infra.database_url, pool_size=3, ingest_concurrency=1)
+    try:
+        await store.ping()
+        items = [row_and_event(kit.ipn()) for _ in range(3)]
+        async with store._slots:
+            tasks = [asyncio.create_task(store.ingest(row, staged)) for row, staged in items]
+            await wait_for(lambda: len(store._queue) == 3, timeout=5)
+        # The first caller takes the slot and the whole queue, then is cancelled mid-write.
+        await wait_for(lambda: not store._queue, timeout=5)
+        tasks[0].cancel()
+        results = await asyncio.gather(*tasks[1:])
+        assert tasks[0].cancelled()
+    finally:
+        await store.close()
+    assert all(r.inserted for r in results)
+    # The batch finished for everyone, the cancelled caller's row included (it was committed;
+    # the provider will retry that delivery and get "duplicate").
+    assert await db.fetchval("SELECT count(*) FROM webhooks.webhook_log") == 3
