@@ -48,7 +48,7 @@ def stack() -> Iterator[Stack]:
 
 @pytest.fixture
 async def shop(stack: Stack) -> AsyncIterator[Shop]:
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=60) as client:
         yield Shop(stack, client)
 
 
