@@ -466,7 +466,7 @@ def _stack_env(stack: Any) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # torn down before tests-e2e starts its own stacks
 def live_system() -> Iterator[LiveSystem]:
     import subprocess
 
