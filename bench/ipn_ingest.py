@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 
@@ -99,41 +99,97 @@ def build_requests(n: int, duplicates: float, seed: int, base_id: int) -> list[b
     return out
 
 
-async def _one_connection(
-    port: int, requests: list[bytes], cursor: Any, latencies: list[float], statuses: list[int]
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection sending the next request as soon as the previous answer is
+    complete. A bare Protocol, not streams: the load generator shares the machine's cores with
+    the servers it measures, so it should cost as little CPU per request as possible."""
+
+    def __init__(
+        self,
+        requests: list[bytes],
+        cursor: Any,
+        latencies: list[float],
+        statuses: list[int],
+        done: asyncio.Future[None],
+    ) -> None:
+        self.requests = requests
+        self.cursor = cursor
+        self.latencies = latencies
+        self.statuses = statuses
+        self.done = done
+        self.buffer = b""
+        self.started = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._send_next()
+
+    def _send_next(self) -> None:
+        assert self.transport is not None
+        index = next(self.cursor, None)
+        if index is None:
+            self.transport.close()
+            if not self.done.done():
+                self.done.set_result(None)
+            return
+        self.started = time.perf_counter()
+        self.transport.write(self.requests[index])
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end]
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if len(self.buffer) < end + 4 + length:
+            return
+        self.latencies.append(time.perf_counter() - self.started)
+        self.statuses.append(int(head[9:12]))
+        self.buffer = self.buffer[end + 4 + length :]
+        self._send_next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _run_connections(
+    port: int,
+    requests: list[bytes],
+    cursor: Any,
+    concurrency: int,
+    latencies: list[float],
+    statuses: list[int],
 ) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for index in cursor:
-            started = time.perf_counter()
-            writer.write(requests[index])
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            statuses.append(int(head[9:12]))
-    finally:
-        writer.close()
+    loop = asyncio.get_running_loop()
+    waiters = []
+    for _ in range(concurrency):
+        done: asyncio.Future[None] = loop.create_future()
+        await loop.create_connection(
+            lambda done=done: _Connection(requests, cursor, latencies, statuses, done),
+            "127.0.0.1",
+            port,
+        )
+        waiters.append(done)
+    await asyncio.gather(*waiters)
 
 
 async def _load(port: int, requests: list[bytes], concurrency: int, warmup: int) -> dict[str, Any]:
     if warmup:
-        warm = iter(range(warmup))
-        await asyncio.gather(
-            *(_one_connection(port, requests, warm, [], []) for _ in range(concurrency))
-        )
+        await _run_connections(port, requests, iter(range(warmup)), concurrency, [], [])
     cursor = iter(range(warmup, len(requests)))
     latencies: list[float] = []
     statuses: list[int] = []
+    cpu_before = time.process_time()
     started = time.perf_counter()
-    await asyncio.gather(
-        *(_one_connection(port, requests, cursor, latencies, statuses) for _ in range(concurrency))
-    )
+    await _run_connections(port, requests, cursor, concurrency, latencies, statuses)
     elapsed = time.perf_counter() - started
+    client_cpu = time.process_time() - cpu_before
     ordered = sorted(latencies)
     return {
         "requests": len(latencies),
@@ -141,6 +197,7 @@ async def _load(port: int, requests: list[bytes], concurrency: int, warmup: int)
         "p50_ms": statistics.median(ordered) * 1000,
         "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
         "non_200": sum(1 for s in statuses if s != 200),
+        "client_cpu_us": client_cpu / max(1, len(latencies)) * 1e6,
     }
 
 
@@ -254,7 +311,7 @@ def _run_client(
         "--base-id",
         str(base_id),
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     served = args.requests + args.warmup
     server = _cpu_delta(server_before, _cpu_by_pid([server_pid]))
@@ -343,7 +400,7 @@ def orchestrate(args: argparse.Namespace) -> None:
         )
         header = (
             f"{'target':<22}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-200':>9}"
-            f"{'app CPU/req':>13}{'db CPU/req':>12}"
+            f"{'app CPU/req':>13}{'db CPU/req':>12}{'client CPU/req':>16}"
         )
         print(header)
         print("-" * len(header))
@@ -352,7 +409,7 @@ def orchestrate(args: argparse.Namespace) -> None:
                 print(
                     f"{name:<22}{concurrency:>5}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}"
                     f"{r['p99_ms']:>9.2f}{r['non_200']:>9}{r['server_cpu_us']:>10.0f} us"
-                    f"{r['db_cpu_us']:>9.0f} us"
+                    f"{r['db_cpu_us']:>9.0f} us{r['client_cpu_us']:>13.0f} us"
                 )
             ratio = gateway["rps"] / bare["rps"]
             print(f"{'  ratio webhooks/bare':<22}{concurrency:>5}{ratio:>10.0%}")

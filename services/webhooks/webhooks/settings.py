@@ -22,7 +22,7 @@ class WebhooksSettings(ServiceSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     # How many ingest statements may run at once; deliveries arriving meanwhile are written
     # together by the next one (see repository.IpnStore.ingest). Fewer means larger batches.
-    ingest_concurrency: int = Field(default=4, ge=1, le=64)
+    ingest_concurrency: int = Field(default=2, ge=1, le=64)
     ingest_max_batch: int = Field(default=100, ge=1, le=1000)
     # The provider waits about 3 s; answer 503 (it retries) well before that.
     db_timeout_seconds: float = Field(default=2.5, gt=0)

@@ -164,18 +164,34 @@ async def test_deliveries_queued_together_share_one_statement(webhooks_infra, db
 
 async def test_a_cancelled_caller_does_not_strand_the_others_in_its_batch(webhooks_infra, db):
     store = IpnStore(webhooks_infra.database_url, pool_size=3, ingest_concurrency=1)
+    watcher = await asyncpg.connect(webhooks_infra.database_url.replace("+asyncpg", ""))
+    blocker = db.transaction()
     try:
         await store.ping()
         items = [row_and_event(kit.ipn()) for _ in range(3)]
-        async with store._slots:
-            tasks = [asyncio.create_task(store.ingest(row, staged)) for row, staged in items]
-            await wait_for(lambda: len(store._queue) == 3, timeout=5)
-        # The first caller takes the slot and the whole queue, then is cancelled mid-write.
-        await wait_for(lambda: not store._queue, timeout=5)
-        tasks[0].cancel()
+        # An uncommitted row with the first key: the batch's insert will wait on it.
+        await blocker.start()
+        await db.execute(
+            "INSERT INTO webhooks.webhook_log (provider, dedup_key, payment_id, payment_status, "
+            "signature, verified_by, raw_body, headers, event_id) VALUES ('nowpayments', $1, "
+            "'1', 'waiting', 's', 'raw/current', '', '{}', gen_random_uuid())",
+            items[0][0].dedup_key,
+        )
+        tasks = [asyncio.create_task(store.ingest(row, staged)) for row, staged in items]
+        await wait_for(
+            lambda: watcher.fetchval(
+                "SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = "
+                "'webhooks-api' AND wait_event_type = 'Lock'"
+            ),
+            timeout=5,
+            message="the batch is blocked in the database",
+        )
+        tasks[0].cancel()  # its caller goes away while its batch is in the database
+        await blocker.rollback()
         results = await asyncio.gather(*tasks[1:])
         assert tasks[0].cancelled()
     finally:
+        await watcher.close()
         await store.close()
     assert all(r.inserted for r in results)
     # The batch finished for everyone, the cancelled caller's row included (it was committed;
