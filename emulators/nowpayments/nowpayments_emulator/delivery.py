@@ -26,6 +26,7 @@ from .state import FINAL_STATUSES, Behaviour, Payment, iso, now
 logger = logging.getLogger("nowpayments_emulator.ipn")
 
 USER_AGENT = "NOWPayments-IPN/1.0 (+https://nowpayments.io; bitloot-emulator)"
+_MAX_IN_FLIGHT = 32
 _LOG_LIMIT = 10_000
 
 Outcome = Literal["delivered", "rejected", "timeout", "error", "dropped", "no_callback_url"]
@@ -77,6 +78,10 @@ class IpnDispatcher:
         self._idle.set()
         self._seq = 0
         self.log: deque[AttemptRecord] = deque(maxlen=_LOG_LIMIT)
+        # Deliveries in flight at once. Without a bound, a storm queues thousands of requests in
+        # httpx's pool, whose scheduling is quadratic in the queue (the emulator then burns its
+        # CPU there), and queued time would count against the callback timeout.
+        self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
 
     # -- task bookkeeping -------------------------------------------------------------------
 
@@ -182,7 +187,11 @@ class IpnDispatcher:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             # Redirects are not followed: a 3xx is not the 2xx the provider wants.
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+            self._client = httpx.AsyncClient(
+                follow_redirects=False,
+                trust_env=False,
+                limits=httpx.Limits(max_connections=_MAX_IN_FLIGHT),
+            )
         return self._client
 
     async def send(self, ipn: Ipn, behaviour: Behaviour) -> None:
@@ -201,6 +210,10 @@ class IpnDispatcher:
                 return
 
     async def _attempt(self, ipn: Ipn, copy: int, attempt: int, behaviour: Behaviour) -> bool:
+        async with self._slots:
+            return await self._deliver(ipn, copy, attempt, behaviour)
+
+    async def _deliver(self, ipn: Ipn, copy: int, attempt: int, behaviour: Behaviour) -> bool:
         assert ipn.url is not None
         will_retry = attempt <= behaviour.retries
         headers = {
@@ -208,7 +221,7 @@ class IpnDispatcher:
             "User-Agent": USER_AGENT,
             SIGNATURE_HEADER: ipn.signature,
         }
-        started = time.perf_counter()
+        started = time.perf_counter()  # the provider's clock starts when the request leaves
         try:
             response = await asyncio.wait_for(
                 self._http().post(ipn.url, content=ipn.body, headers=headers),
