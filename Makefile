@@ -47,6 +47,7 @@ docs-check: setup
 bench: setup
 	$(UV) run --frozen python bench/outbox_relay.py
 	$(UV) run --frozen python bench/ipn_ingest.py
+	$(UV) run --frozen pytest -q -s services/fulfillment/tests/integration/measure_fulfillment.py
 	$(UV) run --frozen python bench/e2e_latency.py --replicas 1
 	$(UV) run --frozen python bench/e2e_latency.py --replicas 2
 
