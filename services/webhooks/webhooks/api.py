@@ -188,13 +188,14 @@ class IpnEndpoint:
     ) -> None:
         bind_correlation_id(ipn.correlation_id)
         metrics.REJECTED_BY_REASON[rejection.reason].inc()
-        log.info(
-            "ipn_rejected",
-            reason=rejection.reason,
-            detail=rejection.detail,
-            source_ip=ipn.source_ip,
-            size=len(ipn.body),
-        )
+        # Logged only within the flood budget, like the stored rows: garbage at line rate must
+        # not turn into log lines at line rate.
+        context = {
+            "reason": rejection.reason,
+            "detail": rejection.detail,
+            "source_ip": ipn.source_ip,
+            "size": len(ipn.body),
+        }
         try:
             stored = await record_rejection(
                 self.store,
@@ -205,8 +206,10 @@ class IpnEndpoint:
             )
             if stored is None:
                 metrics.REJECTIONS_DROPPED.inc()
+            else:
+                log.info("ipn_rejected", failure_id=stored, **context)
         except Exception as exc:  # a rejection stays a rejection even when we cannot record it
             metrics.REJECTIONS_DROPPED.inc()
-            log.warning("ipn_rejection_not_recorded", error=repr(exc)[:200])
+            log.warning("ipn_rejection_not_recorded", error=repr(exc)[:200], **context)
         body = json.dumps({"error": rejection.reason, "detail": rejection.detail}).encode()
         await _respond(send, rejection.status_code, body, reply_headers)
