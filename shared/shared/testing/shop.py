@@ -138,6 +138,8 @@ async def stream_subjects(stack: Stack, stream: str) -> list[tuple[str, bytes]]:
         js = nc.jetstream()
         state = (await js.stream_info(stream)).state
         out: list[tuple[str, bytes]] = []
+        if state.messages == 0:
+            return out
         for seq in range(state.first_seq, state.last_seq + 1):
             try:
                 msg = await js.get_msg(stream, seq)
