@@ -92,7 +92,7 @@ async def assert_exactly_once(stack: Stack, result: StormResult) -> None:
             )
             return bool(sent == n)
 
-        await wait_for(emails_sent, timeout=60, message="every completion email sent")
+        await wait_for(emails_sent, timeout=180, message="every completion email sent")
     finally:
         await conn.close()
 

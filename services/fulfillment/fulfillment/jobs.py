@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import asyncpg
 from prometheus_client import Counter
+from shared.db import is_connection_error
 from shared.messaging.outbox import asyncpg_dsn
 from shared.observability import get_logger
 from shared.runtime import ServiceContext
@@ -25,6 +29,8 @@ from fulfillment import service
 from fulfillment.emails import EmailPermanentError
 from fulfillment.repository import ClaimedEmail
 from fulfillment.service import Fulfillment
+
+T = TypeVar("T")
 
 log = get_logger(__name__)
 
@@ -107,8 +113,9 @@ class EmailDispatcher:
         except Exception as exc:  # transient until proven otherwise; the attempt cap ends it
             error = f"{type(exc).__name__}: {str(exc)[:300]}"
         else:
-            async with self._sessions() as session, session.begin():
-                await service.record_sent(session, email, provider_id)
+            await self._until_recorded(
+                lambda session: service.record_sent(session, email, provider_id)
+            )
             EMAILS.labels("sent").inc()
             log.info(
                 "email_sent",
@@ -117,10 +124,11 @@ class EmailDispatcher:
                 attempts=email.attempts,
             )
             return
-        async with self._sessions() as session, session.begin():
-            outcome = await service.record_failure(
+        outcome = await self._until_recorded(
+            lambda session: service.record_failure(
                 session, self._f, email, error, permanent=permanent
             )
+        )
         EMAILS.labels(outcome).inc()
         log.warning(
             "email_failed",
@@ -130,6 +138,26 @@ class EmailDispatcher:
             outcome=outcome,
             error=error[:300],
         )
+
+    async def _until_recorded(self, write: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Record what happened to an email, retrying while the database is unreachable.
+
+        The message has already left (or failed) at this point; giving up on the write would
+        leave the row claimed until its lease ends and then send the email a second time. So we
+        keep trying for most of the lease, and only then let the error surface.
+        """
+        deadline = time.monotonic() + self._f.settings.email_claim_lease_seconds * 0.8
+        delay = 0.2
+        while True:
+            try:
+                async with self._sessions() as session, session.begin():
+                    return await write(session)
+            except Exception as exc:
+                if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("email_record_retry", error=repr(exc)[:200], retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _listen(self) -> None:
         assert self._dsn is not None
