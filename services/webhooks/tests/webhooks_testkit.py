@@ -13,6 +13,7 @@ import json
 import math
 import random
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from typing import Any
 import httpx
 import nats
 from nats.js.api import ConsumerConfig
+from shared.runtime import ServiceContext
+from shared.testing.plugin import Infra
+from webhooks.main import build, create_api
+from webhooks.settings import WebhooksSettings
 
 SECRET = "test-ipn-secret-current-0123456789"
 PREVIOUS_SECRET = "test-ipn-secret-previous-9876543210"
@@ -188,3 +193,42 @@ async def stream_messages(nats_url: str, subject: str, stream: str = "WEBHOOKS")
         return out
     finally:
         await nc.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The api in-process on the test infrastructure
+
+
+def make_settings(infra: Infra, **overrides: Any) -> WebhooksSettings:
+    values: dict[str, Any] = {
+        "database_url": infra.database_url,
+        "nats_url": infra.nats_url,
+        "ipn_secret": SECRET,
+        "ipn_secret_previous": PREVIOUS_SECRET,
+        "log_json": False,
+        "db_pool_size": 10,
+        "outbox_sweep_seconds": 0.2,
+    }
+    values.update(overrides)
+    return WebhooksSettings(**values)
+
+
+@dataclass
+class Gateway:
+    app: Any
+    ctx: ServiceContext
+    client: httpx.AsyncClient
+
+
+async def open_gateway(settings: WebhooksSettings) -> Gateway:
+    ctx = build(settings)
+    app = create_api(ctx)
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
+    client = httpx.AsyncClient(transport=transport, base_url="http://webhooks.test")
+    return Gateway(app, ctx, client)
+
+
+async def close_gateway(gw: Gateway) -> None:
+    await gw.client.aclose()
+    await gw.app.state.store.close()
+    await gw.ctx.close()

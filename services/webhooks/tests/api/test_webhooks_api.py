@@ -9,7 +9,6 @@ from decimal import Decimal
 
 import pytest
 import webhooks_testkit as kit
-from conftest import close_gateway, make_settings, open_gateway
 from shared.contracts.webhooks import IpnReceived, IpnRejected
 from shared.settings import SecretNotConfiguredError
 from shared.testing import free_port
@@ -301,7 +300,7 @@ async def test_ready_reports_the_database_only(gateway):
 
 async def test_database_down_answers_503_without_a_trace(webhooks_infra):
     closed = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
-    gw = await open_gateway(make_settings(webhooks_infra, database_url=closed))
+    gw = await kit.open_gateway(kit.make_settings(webhooks_infra, database_url=closed))
     try:
         response = await kit.post_signed(gw.client, kit.ipn())
         assert response.status_code == 503
@@ -316,7 +315,7 @@ async def test_database_down_answers_503_without_a_trace(webhooks_infra):
         assert forged.status_code == 400
         assert (await gw.client.get("/ready")).status_code == 503
     finally:
-        await close_gateway(gw)
+        await kit.close_gateway(gw)
 
 
 async def test_connection_killed_under_the_pool_is_retried_transparently(gateway, db):
@@ -332,10 +331,10 @@ async def test_connection_killed_under_the_pool_is_retried_transparently(gateway
 
 
 def test_missing_secret_fails_fast_naming_the_variable(infra):
-    ctx = build(make_settings(infra, ipn_secret=None))
+    ctx = build(kit.make_settings(infra, ipn_secret=None))
     with pytest.raises(SecretNotConfiguredError, match="NOWPAYMENTS_IPN_SECRET"):
         create_api(ctx)
-    ctx = build(make_settings(infra, ipn_secret="changeme"))
+    ctx = build(kit.make_settings(infra, ipn_secret="changeme"))
     with pytest.raises(SecretNotConfiguredError, match="NOWPAYMENTS_IPN_SECRET"):
         create_api(ctx)
 

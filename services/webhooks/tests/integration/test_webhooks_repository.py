@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 import webhooks_testkit as kit
-from conftest import make_settings
 from shared.contracts.webhooks import IpnReceived
 from shared.db import DatabaseUnavailableError
 from shared.messaging.outbox import notify_channel
@@ -98,7 +97,7 @@ async def test_prune_job_keeps_only_the_newest_failures(webhooks_infra, db):
         "gen_random_uuid())",
         [(str(i).encode(),) for i in range(30)],
     )
-    settings = make_settings(webhooks_infra, failure_rows_max=10, failure_prune_seconds=0.05)
+    settings = kit.make_settings(webhooks_infra, failure_rows_max=10, failure_prune_seconds=0.05)
     ctx = build(settings)
     task = asyncio.create_task(subscribers.prune_failures_job(settings)(ctx))
     try:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import webhooks_testkit as kit
-from conftest import close_gateway, make_settings, open_gateway
 from shared.contracts.webhooks import IpnReceived
 from shared.devstack.bootstrap import ensure_nats_streams
 from shared.devstack.nats import start_nats
@@ -59,8 +58,8 @@ def own_nats(tmp_path: Path) -> Iterator[OwnNats]:
 async def test_ipns_during_a_nats_outage_are_all_accepted_then_all_published(
     webhooks_infra, db, own_nats
 ):
-    settings = make_settings(webhooks_infra, nats_url=own_nats.url)
-    gw = await open_gateway(settings)
+    settings = kit.make_settings(webhooks_infra, nats_url=own_nats.url)
+    gw = await kit.open_gateway(settings)
     worker = build(settings)
     subscribers.register(worker)
     try:
@@ -97,4 +96,4 @@ async def test_ipns_during_a_nats_outage_are_all_accepted_then_all_published(
         assert {e.event_id for e in events} == expected
         assert {e.payment_id for e in events} >= {str(b["payment_id"]) for b in bodies}
     finally:
-        await close_gateway(gw)
+        await kit.close_gateway(gw)

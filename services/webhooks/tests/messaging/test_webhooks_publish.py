@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 import webhooks_testkit as kit
-from conftest import close_gateway, make_settings, open_gateway
 from shared.contracts.webhooks import IpnReceived, IpnRejected, ReprocessReply, ReprocessRequest
 from shared.messaging.broker import make_broker
 from shared.messaging.rpc import request
@@ -22,15 +21,15 @@ from webhooks.main import build
 @pytest.fixture
 async def system(clean_infra) -> AsyncIterator:
     """The api and a running worker (relay + reprocess responder) on the shared test infra."""
-    settings = make_settings(clean_infra)
-    gw = await open_gateway(settings)
+    settings = kit.make_settings(clean_infra)
+    gw = await kit.open_gateway(settings)
     worker = build(settings)
     subscribers.register(worker)
     try:
         async with running(worker, subscribers=True):
             yield gw
     finally:
-        await close_gateway(gw)
+        await kit.close_gateway(gw)
 
 
 async def received_events(nats_url: str) -> list[IpnReceived]:
