@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.db import create_engine, make_session_factory, ping
 from shared.messaging.broker import ensure_streams, flush, make_broker
 from shared.messaging.consumer import ConsumerPolicy
-from shared.messaging.outbox import OutboxRelay, jetstream_publisher
+from shared.messaging.outbox import WAKER_KEY, OutboxRelay, OutboxWaker, jetstream_publisher
 from shared.observability import configure_logging, get_logger, install_observability
 from shared.settings import ServiceSettings
 
@@ -61,6 +61,9 @@ class ServiceContext:
             raise ConnectionError("NATS is not connected")
 
     async def close(self) -> None:
+        waker = self.extras.get("outbox_waker")
+        if waker is not None:
+            await waker.close()
         await self.engine.dispose()
 
 
@@ -69,7 +72,8 @@ def build_context(name: str, settings: ServiceSettings, outbox: Any | None) -> S
     engine = create_engine(
         settings.database_url, pool_size=settings.db_pool_size, application_name=name
     )
-    sessions = make_session_factory(engine)
+    waker = OutboxWaker(settings.database_url)
+    sessions = make_session_factory(engine, info={WAKER_KEY: waker})
     broker = make_broker(settings.nats_url, name=name)
     ctx = ServiceContext(
         name=name, settings=settings, engine=engine, sessions=sessions, broker=broker
@@ -84,6 +88,8 @@ def build_context(name: str, settings: ServiceSettings, outbox: Any | None) -> S
             batch_size=settings.outbox_batch_size,
             sweep_seconds=settings.outbox_sweep_seconds,
         )
+        waker.register(ctx.relay)
+    ctx.extras["outbox_waker"] = waker
     return ctx
 
 

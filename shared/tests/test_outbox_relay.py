@@ -143,3 +143,49 @@ async def test_relay_wakes_on_commit_without_waiting_for_the_sweep(
         await wait_for(published, timeout=5, message="relay woke on NOTIFY")
     finally:
         await relay.stop()
+
+
+async def test_waker_wakes_local_and_remote_relays_after_commit_only(
+    platform_db, broker, clean_infra
+):
+    """With the waker no NOTIFY runs inside the business transaction, yet relays still wake:
+    one in this process directly, one elsewhere through the waker's own NOTIFY."""
+    from shared.db import make_session_factory
+    from shared.messaging.outbox import WAKER_KEY, OutboxWaker
+
+    engine, plain_sessions = platform_db
+    waker = OutboxWaker(clean_infra.database_url)
+    sessions = make_session_factory(engine, info={WAKER_KEY: waker})
+    local = relay_for(plain_sessions, broker, sweep_seconds=30)  # no LISTEN: only the waker
+    waker.register(local)
+    remote_woken = asyncio.Event()  # stands for a relay in another process
+    attached = asyncio.Event()
+
+    async def listen() -> None:
+        import asyncpg
+        from shared.messaging.outbox import notify_channel
+
+        conn = await asyncpg.connect(clean_infra.database_url.replace("+asyncpg", ""))
+        await conn.add_listener(notify_channel("platform_test"), lambda *_: remote_woken.set())
+        attached.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await conn.close()
+
+    listener = asyncio.create_task(listen())
+    try:
+        await asyncio.wait_for(attached.wait(), 5)
+        async with sessions() as session, session.begin():
+            await add_to_outbox(session, Outbox, PingHappened(note="rolled back"))
+            await session.rollback()
+        assert not local._wake.is_set()
+        async with sessions() as session, session.begin():
+            await add_to_outbox(session, Outbox, PingHappened(note="committed"))
+            assert not local._wake.is_set()  # nothing before the commit
+        assert local._wake.is_set()  # woken in-process at commit
+        await asyncio.wait_for(remote_woken.wait(), 5)  # and other processes by NOTIFY
+        assert await local.publish_pending() == 1
+    finally:
+        listener.cancel()
+        await waker.close()

@@ -30,9 +30,12 @@ def create_engine(
     )
 
 
-def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def make_session_factory(
+    engine: AsyncEngine, info: dict[str, object] | None = None
+) -> async_sessionmaker[AsyncSession]:
     # expire_on_commit=False: handlers read what they wrote after the boundary commits.
-    return async_sessionmaker(engine, expire_on_commit=False)
+    # ``info`` is copied into every session (the outbox waker travels this way).
+    return async_sessionmaker(engine, expire_on_commit=False, info=info or {})
 
 
 async def ping(engine: AsyncEngine) -> None:
