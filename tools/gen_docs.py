@@ -107,6 +107,9 @@ def main() -> int:
     args = parser.parse_args()
     for key, value in DUMMY_ENV.items():
         os.environ.setdefault(key, value)
+    # The documents must not depend on where the generator runs.
+    os.environ["NATS_URL"] = "nats://nats:4222"
+    os.environ["DATABASE_URL"] = "postgresql+asyncpg://bitloot@postgres:5432/bitloot"
     os.environ.setdefault("LOG_JSON", "false")
     documents = {**openapi_documents(), **asyncapi_documents()}
     stale: list[str] = []
