@@ -18,7 +18,6 @@ from typing import TypeVar
 
 import asyncpg
 from prometheus_client import Counter
-from shared.db import is_connection_error
 from shared.messaging.outbox import asyncpg_dsn
 from shared.observability import get_logger
 from shared.runtime import ServiceContext
@@ -153,7 +152,9 @@ class EmailDispatcher:
                 async with self._sessions() as session, session.begin():
                     return await write(session)
             except Exception as exc:
-                if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                # Any failure here, not only a lost connection: the email has left, and an
+                # unrecorded send is re-sent when its lease ends.
+                if time.monotonic() + delay > deadline:
                     raise
                 log.warning("email_record_retry", error=repr(exc)[:200], retry_in=delay)
                 await asyncio.sleep(delay)

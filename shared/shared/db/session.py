@@ -43,17 +43,39 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
+# asyncpg's names for "the server went away or is not accepting us right now".
+_CONNECTION_ERROR_NAMES = (
+    "Connection",  # PostgresConnectionError, ConnectionDoesNotExistError, ...
+    "CannotConnectNow",
+    "AdminShutdown",
+    "CrashShutdown",
+    "ServerShutdown",
+    "TooManyConnections",
+)
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    """True when ``exc`` means the database is unreachable, not that the query was wrong."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, DBAPIError):
-        orig = exc.orig
-        name = type(orig).__name__ if orig is not None else ""
-        if "Connection" in name or "CannotConnectNow" in name or "AdminShutdown" in name:
+    """True when ``exc`` means the database is unreachable, not that the query was wrong.
+
+    SQLAlchemy wraps asyncpg's exception in its adapter's, so the whole chain is inspected.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OperationalError | InterfaceError):
             return True
-    return isinstance(
-        exc, ConnectionError | OSError | socket.gaierror | asyncio.TimeoutError | TimeoutError
-    )
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(
+            current,
+            ConnectionError | OSError | socket.gaierror | asyncio.TimeoutError | TimeoutError,
+        ):
+            return True
+        if any(mark in type(current).__name__ for mark in _CONNECTION_ERROR_NAMES):
+            return True
+        orig = getattr(current, "orig", None)
+        current = (
+            orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+        )
+    return False
