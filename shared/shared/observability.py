@@ -62,6 +62,7 @@ def configure_logging(service: str, level: str = "INFO", json_logs: bool = True)
         "uvicorn.access",
         "aiosmtpd",
         "werkzeug",
+        "httpx",
         "botocore",
         "faststream.access",
         "alembic",
