@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.db import DatabaseUnavailableError
 from shared.observability import bind_correlation_id, get_logger, strip_secret_headers
@@ -213,3 +214,106 @@ class IpnEndpoint:
             log.warning("ipn_rejection_not_recorded", error=repr(exc)[:200], **context)
         body = json.dumps({"error": rejection.reason, "detail": rejection.detail}).encode()
         await _respond(send, rejection.status_code, body, reply_headers)
+
+
+def _problem(description: str, codes: Sequence[str]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["error", "detail"],
+                    "properties": {
+                        "error": {"type": "string", "enum": list(codes)},
+                        "detail": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+
+
+def ipn_openapi_operation(path: str) -> dict[str, Any]:
+    """OpenAPI for the IPN routes, which bypass FastAPI (so it cannot describe them itself)."""
+    amount = {"type": ["number", "string", "null"], "description": "decimal; kept exact"}
+    ident = {"type": ["integer", "string", "null"], "description": "carried on as text"}
+    return {
+        "post": {
+            "operationId": "nowpayments_ipn" + path.replace("/", "_"),
+            "summary": "NOWPayments IPN callback",
+            "description": (
+                "Verifies `x-nowpayments-sig` (HMAC-SHA512 of the raw body with the IPN secret; "
+                "then of the provider's canonical JSON form; current or previous secret) before "
+                "reading the body, stores the IPN once per (payment_id, payment_status, "
+                "actually_paid, updated_at) with its `webhooks.ipn_received.v1` event, and "
+                "answers. Duplicates are answered 200 and publish nothing."
+            ),
+            "parameters": [
+                {
+                    "name": "x-nowpayments-sig",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{128}$"},
+                    "description": "Lowercase hex HMAC-SHA512 of the body",
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "description": "At most 64 KiB (configurable); keys in any order.",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["payment_id", "payment_status"],
+                            "additionalProperties": True,
+                            "properties": {
+                                "payment_id": ident,
+                                "invoice_id": ident,
+                                "payment_status": {"type": "string", "maxLength": 32},
+                                "order_id": {"type": ["string", "null"], "maxLength": 100},
+                                "price_amount": amount,
+                                "price_currency": {"type": ["string", "null"]},
+                                "pay_amount": amount,
+                                "actually_paid": amount,
+                                "pay_currency": {"type": ["string", "null"]},
+                                "outcome_amount": amount,
+                                "outcome_currency": {"type": ["string", "null"]},
+                                "updated_at": {
+                                    "type": ["integer", "null"],
+                                    "description": "epoch milliseconds",
+                                },
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "Stored (first delivery) or already stored (duplicate)",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["accepted", "duplicate"]}
+                                },
+                            }
+                        }
+                    },
+                },
+                "400": _problem(
+                    "Refused; nothing reaches the business flow",
+                    [
+                        "missing_signature",
+                        "malformed_signature",
+                        "invalid_signature",
+                        "invalid_json",
+                        "invalid_payload",
+                    ],
+                ),
+                "413": _problem("Body over the size cap", ["body_too_large"]),
+                "503": _problem("Storage unavailable; retry later (Retry-After)", ["unavailable"]),
+            },
+        }
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from shared.observability import get_logger, install_observability
@@ -18,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from webhooks import subscribers
-from webhooks.api import IPN_PATHS, IpnEndpoint
+from webhooks.api import IPN_PATHS, IpnEndpoint, ipn_openapi_operation
 from webhooks.domain import FailureBudget
 from webhooks.models import Outbox
 from webhooks.repository import IpnStore
@@ -103,10 +104,26 @@ def create_api(ctx: ServiceContext | None = None) -> FastAPI:
             Route(path, endpoint, methods=["POST"], include_in_schema=False, name="ipn")
         )
     install_observability(app, {"database": store.ping})
+    _document_ipn_routes(app)
     app.state.ctx = ctx
     app.state.store = store
     app.state.ipn = endpoint
     return app
+
+
+def _document_ipn_routes(app: FastAPI) -> None:
+    """Add the IPN operations to the generated OpenAPI (FastAPI's "extending OpenAPI")."""
+    build_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build_schema()
+            for path in IPN_PATHS:
+                schema.setdefault("paths", {})[path] = ipn_openapi_operation(path)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_worker(ctx: ServiceContext | None = None) -> FastAPI:

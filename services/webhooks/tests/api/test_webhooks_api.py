@@ -387,3 +387,11 @@ async def test_signed_body_with_an_escaped_lone_surrogate_is_400_not_500(gateway
     assert await log_rows(db) == []
     [failure] = await failures(db)
     assert failure["body_excerpt"] == raw
+
+
+async def test_openapi_documents_the_ipn_routes(gateway):
+    schema = (await gateway.client.get("/openapi.json")).json()
+    for path in (kit.IPN_PATH, kit.ALIAS_PATH):
+        operation = schema["paths"][path]["post"]
+        assert operation["parameters"][0]["name"] == "x-nowpayments-sig"
+        assert set(operation["responses"]) == {"200", "400", "413", "503"}
