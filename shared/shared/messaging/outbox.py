@@ -1,9 +1,9 @@
 """Transactional outbox: the state change and the event commit together, a relay publishes.
 
-Write side: ``add_to_outbox`` inserts the event in the caller's transaction and queues a
-``pg_notify``, which Postgres delivers only if that transaction commits — so the relay wakes
-within a millisecond of the commit instead of on its next poll. A periodic sweep remains the
-safety net for a missed notification (listener reconnecting, relay restarting).
+Write side: ``add_to_outbox`` inserts the event in the caller's transaction; once it commits,
+the ``OutboxWaker`` wakes the relays (see its docstring for why not a NOTIFY inside the
+transaction) — so a relay wakes within a millisecond of the commit instead of on its next poll.
+A periodic sweep remains the safety net for a missed wake-up (listener reconnecting, restarts).
 
 Relay: claims pending rows with ``FOR UPDATE SKIP LOCKED`` (several replicas split the rows,
 never share one), publishes them to JetStream with ``Nats-Msg-Id = event_id`` and awaits every
