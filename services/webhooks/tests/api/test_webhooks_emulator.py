@@ -9,12 +9,10 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import pytest
 import uvicorn
 import webhooks_testkit as kit
+from nowpayments_emulator import testing  # the emulator is a workspace member: never skipped
 from shared.contracts.webhooks import IpnReceived
-
-testing = pytest.importorskip("nowpayments_emulator.testing")
 
 
 @asynccontextmanager
