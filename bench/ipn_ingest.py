@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -171,7 +172,7 @@ async def _run_connections(
     for _ in range(concurrency):
         done: asyncio.Future[None] = loop.create_future()
         await loop.create_connection(
-            lambda done=done: _Connection(requests, cursor, latencies, statuses, done),
+            functools.partial(_Connection, requests, cursor, latencies, statuses, done),
             "127.0.0.1",
             port,
         )
@@ -231,7 +232,9 @@ def _wait_http(port: int, path: str, timeout: float = 60) -> None:
     raise TimeoutError(f"nothing answered on port {port}{path}")
 
 
-def _uvicorn(factory: str, port: int, env: dict[str, str], log: Path, app_dir: str | None = None):
+def _uvicorn(
+    factory: str, port: int, env: dict[str, str], log: Path, app_dir: str | None = None
+) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable,
         "-m",
