@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,7 +11,10 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Select,
+    Table,
+    bindparam,
     case,
     delete,
     func,
@@ -246,58 +250,114 @@ def _newest_wins(
     return values
 
 
+# Projection statements are built once and executed with a parameter dict: SQLAlchemy memoises
+# a statement's cache key on the object, so a constant statement costs nothing to re-key, while
+# building ``insert(...).values(**row)`` with its CASE clauses per event was most of the admin
+# worker's CPU. Core tables (not ORM classes) keep execution off the ORM bulk-insert path.
+
+_PAYMENT_REPLACE = (
+    "status",
+    "previous_status",
+    "is_final",
+    "source",
+    "version",
+    "note",
+    "order_id",
+    "provider",
+    "price_amount",
+    "price_currency",
+    "updated_at",
+    "last_event_id",
+)
+_PAYMENT_KEEP_KNOWN = (
+    "provider_payment_id",
+    "invoice_id",
+    "pay_amount",
+    "actually_paid",
+    "pay_currency",
+    "surplus",
+)
+_ORDER_REPLACE = ("status", "version", "email", "total", "currency", "updated_at", "last_event_id")
+_ORDER_KEEP_KNOWN = ("items", "payment_id", "reason", "actually_paid", "pay_amount", "pay_currency")
+
+
+def _newest_wins_upsert(
+    model: Any, key: str, *, replace: Sequence[str], keep_known: Sequence[str]
+) -> Any:
+    stmt = insert(model.__table__)
+    set_ = _newest_wins(model.__table__, stmt.excluded, replace=replace, keep_known=keep_known)
+    return stmt.on_conflict_do_update(index_elements=[key], set_=set_)
+
+
+@functools.cache
+def _statement(name: str) -> Any:
+    """The projection statement called ``name``, built on first use."""
+    if name == "upsert_payment":
+        return _newest_wins_upsert(
+            PaymentView, "payment_id", replace=_PAYMENT_REPLACE, keep_known=_PAYMENT_KEEP_KNOWN
+        )
+    if name == "upsert_order":
+        return _newest_wins_upsert(
+            OrderView, "order_id", replace=_ORDER_REPLACE, keep_known=_ORDER_KEEP_KNOWN
+        )
+    if name == "recount_webhook_log":
+        ev = _table(WebhookEventView).c
+        log = _table(WebhookLogView)
+        log_id: Any = bindparam("b_log_id")
+        originals = (
+            select(func.count())
+            .where(ev.webhook_log_id == log_id, ev.replay.is_(False))
+            .scalar_subquery()
+        )
+        replays = (
+            select(func.count())
+            .where(ev.webhook_log_id == log_id, ev.replay.is_(True))
+            .scalar_subquery()
+        )
+        received = func.greatest(
+            1, originals, log.c.received_count, bindparam("b_reported", type_=Integer)
+        )
+        return (
+            update(log)
+            .where(log.c.id == bindparam("b_row_id"))
+            .values(received_count=received, replay_count=replays)
+        )
+    models = {
+        "insert_payment_transition": PaymentTransitionView,
+        "insert_order_event": OrderEventView,
+        "insert_webhook_event": WebhookEventView,
+        "insert_webhook_log": WebhookLogView,
+        "insert_delivery": DeliveryView,
+        "insert_email": EmailView,
+        "insert_revocation": RevocationView,
+        "insert_dead_letter": DeadLetterView,
+    }
+    return insert(_table(models[name])).on_conflict_do_nothing()
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
 async def upsert_payment(session: AsyncSession, row: dict[str, Any]) -> None:
-    stmt = insert(PaymentView).values(**row)
-    set_ = _newest_wins(
-        PaymentView.__table__,
-        stmt.excluded,
-        replace=(
-            "status",
-            "previous_status",
-            "is_final",
-            "source",
-            "version",
-            "note",
-            "order_id",
-            "provider",
-            "price_amount",
-            "price_currency",
-            "updated_at",
-            "last_event_id",
-        ),
-        keep_known=(
-            "provider_payment_id",
-            "invoice_id",
-            "pay_amount",
-            "actually_paid",
-            "pay_currency",
-            "surplus",
-        ),
-    )
-    await session.execute(stmt.on_conflict_do_update(index_elements=["payment_id"], set_=set_))
+    await session.execute(_statement("upsert_payment"), row)
 
 
 async def insert_payment_transition(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(insert(PaymentTransitionView).values(**row).on_conflict_do_nothing())
+    await session.execute(_statement("insert_payment_transition"), row)
 
 
 async def upsert_order(session: AsyncSession, row: dict[str, Any]) -> None:
-    stmt = insert(OrderView).values(**row)
-    set_ = _newest_wins(
-        OrderView.__table__,
-        stmt.excluded,
-        replace=("status", "version", "email", "total", "currency", "updated_at", "last_event_id"),
-        keep_known=("items", "payment_id", "reason", "actually_paid", "pay_amount", "pay_currency"),
-    )
-    await session.execute(stmt.on_conflict_do_update(index_elements=["order_id"], set_=set_))
+    await session.execute(_statement("upsert_order"), row)
 
 
 async def insert_order_event(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(insert(OrderEventView).values(**row).on_conflict_do_nothing())
+    await session.execute(_statement("insert_order_event"), row)
 
 
 async def record_webhook_publication(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(insert(WebhookEventView).values(**row).on_conflict_do_nothing())
+    await session.execute(_statement("insert_webhook_event"), row)
 
 
 async def upsert_accepted_webhook(
@@ -305,46 +365,35 @@ async def upsert_accepted_webhook(
 ) -> None:
     """The log's content never changes; its counters are recounted from the publications, so
     applying any event twice or in any order gives the same numbers."""
-    await session.execute(insert(WebhookLogView).values(**row).on_conflict_do_nothing())
-    ev = WebhookEventView
-    originals = (
-        select(func.count())
-        .where(ev.webhook_log_id == row["webhook_log_id"], ev.replay.is_(False))
-        .scalar_subquery()
-    )
-    replays = (
-        select(func.count())
-        .where(ev.webhook_log_id == row["webhook_log_id"], ev.replay.is_(True))
-        .scalar_subquery()
-    )
-    received = func.greatest(
-        1, originals, WebhookLogView.received_count, reported_received_count or 0
-    )
+    await session.execute(_statement("insert_webhook_log"), row)
     await session.execute(
-        update(WebhookLogView)
-        .where(WebhookLogView.id == row["id"])
-        .values(received_count=received, replay_count=replays)
+        _statement("recount_webhook_log"),
+        {
+            "b_log_id": row["webhook_log_id"],
+            "b_row_id": row["id"],
+            "b_reported": reported_received_count or 0,
+        },
     )
 
 
 async def insert_rejected_webhook(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(insert(WebhookLogView).values(**row).on_conflict_do_nothing())
+    await session.execute(_statement("insert_webhook_log"), row)
 
 
 async def insert_delivery(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(insert(DeliveryView).values(**row).on_conflict_do_nothing())
+    await session.execute(_statement("insert_delivery"), row)
 
 
 async def insert_email(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(insert(EmailView).values(**row).on_conflict_do_nothing())
+    await session.execute(_statement("insert_email"), row)
 
 
 async def insert_revocation(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(insert(RevocationView).values(**row).on_conflict_do_nothing())
+    await session.execute(_statement("insert_revocation"), row)
 
 
 async def insert_dead_letter(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(insert(DeadLetterView).values(**row).on_conflict_do_nothing())
+    await session.execute(_statement("insert_dead_letter"), row)
 
 
 async def truncate_read_models(session: AsyncSession) -> None:

@@ -14,14 +14,19 @@ class DatabaseUnavailableError(RuntimeError):
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, application_name: str = "bitloot"
+    url: str, *, pool_size: int = 10, application_name: str = "bitloot", pool_timeout: float = 10
 ) -> AsyncEngine:
+    # A fixed pool, no overflow and no pre-ping (docs/decisions.md, "Connection pool"):
+    # overflow connections are closed on return, so a worker with more concurrent handlers than
+    # pooled connections opened a new backend per message; a pre-ping is a round trip per
+    # transaction. A connection that died with the server fails its one transaction, which is
+    # retried (consumers) or answered 503 (APIs), and SQLAlchemy then recycles the whole pool.
     return _create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_timeout=5,
+        max_overflow=0,
+        pool_pre_ping=False,
+        pool_timeout=pool_timeout,
         connect_args={
             "timeout": 3,
             "command_timeout": 10,

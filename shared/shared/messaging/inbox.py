@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import Any
@@ -32,11 +33,14 @@ async def claim_event(
     gets False (committed) or True (rolled back) — so the effect happens exactly once.
     """
     table: Table = inbox.__table__
-    stmt = (
-        insert(table)
-        .values(consumer=consumer, event_id=event_id, subject=subject)
-        .on_conflict_do_nothing()
-        .returning(table.c.event_id)
+    result = await session.execute(
+        _claim_statement(table), {"consumer": consumer, "event_id": event_id, "subject": subject}
     )
-    result = await session.execute(stmt)
     return result.first() is not None
+
+
+@functools.cache
+def _claim_statement(table: Table) -> Any:
+    # Built once per table: SQLAlchemy memoises a statement's cache key on the object, so a
+    # constant statement with separate parameters skips rebuilding and re-keying it per event.
+    return insert(table).on_conflict_do_nothing().returning(table.c.event_id)

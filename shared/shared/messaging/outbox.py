@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 import uuid
@@ -192,12 +193,13 @@ async def add_to_outbox(session: AsyncSession, outbox: Any, event: Event) -> Non
     table = _table(outbox)
     schema = str(table.schema)
     await session.execute(
-        insert(table).values(
-            event_id=event.event_id,
-            subject=event.SUBJECT,
-            payload=event.model_dump_json().encode(),
-            headers=_event_headers(event),
-        )
+        _outbox_insert(table),
+        {
+            "event_id": event.event_id,
+            "subject": event.SUBJECT,
+            "payload": event.model_dump_json().encode(),
+            "headers": _event_headers(event),
+        },
     )
     info = session.info
     if info.get(WAKER_KEY) is None:
@@ -210,6 +212,12 @@ async def add_to_outbox(session: AsyncSession, outbox: Any, event: Event) -> Non
         event_api.listen(sync_session, "after_soft_rollback", lambda s, _t: _after_rollback(s))
         info["bitloot_outbox_hooked"] = True
     info.setdefault(_PENDING_KEY, set()).add(schema)
+
+
+@functools.cache
+def _outbox_insert(table: Table) -> Any:
+    # One statement object per table: its SQLAlchemy cache key is computed once, not per event.
+    return insert(table)
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
