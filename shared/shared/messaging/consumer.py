@@ -98,6 +98,12 @@ Handler = Callable[[E, Delivery], Awaitable[None]]
 TxHandler = Callable[[AsyncSession, E, Delivery], Awaitable[None]]
 
 
+def current_message(broker: NatsBroker) -> NatsMessage:
+    """The message being handled, from FastStream's context (set around every handler call)."""
+    msg: NatsMessage = broker.context.get_local("message")
+    return msg
+
+
 def _metadata(msg: NatsMessage) -> tuple[int, int]:
     try:
         meta = msg.raw_message.metadata
@@ -179,9 +185,12 @@ def durable_consumer(
         description=description or f"{durable} consumes {event_type.__name__}",
     )
 
-    # No body parameter: FastStream would decode and validate before us, and a body it rejects
-    # would never reach the dead-letter logic below.
-    async def handle(msg: NatsMessage) -> None:
+    # No parameters at all: FastStream would decode and validate a body parameter before us (a
+    # body it rejects would never reach the dead-letter logic below), and an injected
+    # ``NatsMessage`` parameter is resolved by a synchronous function that fast-depends runs in a
+    # worker thread — a thread hop per message. The message is in the broker's context instead.
+    async def handle() -> None:
+        msg: NatsMessage = current_message(broker)
         body: bytes = msg.body
         attempt, seq = _metadata(msg)
         raw_headers = msg.headers or {}
