@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.db import DatabaseUnavailableError
-from shared.observability import bind_correlation_id, get_logger, strip_secret_headers
+from shared.observability import bind_correlation_id, get_logger
 from starlette.types import Receive, Scope, Send
 
 from webhooks import metrics
@@ -115,11 +115,11 @@ class IpnEndpoint:
             elif name == b"x-correlation-id":
                 correlation = valid_correlation_id(value.decode("latin-1"))
         # The same id in our logs, the response header and the event envelope.
-        correlation = correlation or str(uuid.uuid4())
+        # A delivery without one starts a new chain named after the event it will publish.
+        event_id = uuid.uuid4()
+        correlation = correlation or str(event_id)
         reply_headers = [(b"x-correlation-id", correlation.encode())]
-        headers = storable_headers(
-            strip_secret_headers((n.decode("latin-1"), v.decode("latin-1")) for n, v in raw_headers)
-        )
+        headers = storable_headers(raw_headers)
         client = scope.get("client")
         source_ip = str(client[0])[:64] if client else None
 
@@ -146,7 +146,9 @@ class IpnEndpoint:
             await self._reject(send, rejection, ipn, reply_headers)
             return
 
-        ipn = InboundIpn(body, signature, headers, source_ip, received_at, correlation)
+        ipn = InboundIpn(
+            body, signature, headers, source_ip, received_at, correlation, event_id=event_id
+        )
         try:
             if signatures > 1:
                 raise IpnRejectedError(

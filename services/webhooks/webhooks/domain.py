@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from shared.money import InvalidAmountError, amount_text, to_decimal
+from shared.observability import SECRET_HEADERS
 
 from webhooks.errors import InvalidJsonError, IpnRejectedError
 
@@ -278,12 +279,18 @@ def _id_field(doc: Mapping[str, Any], name: str, *, required: bool) -> str | Non
     raise _invalid(name, "must be an id of at most 64 letters, digits, '-' or '_'")
 
 
+# Plain decimal text short enough that no bound below can be hit: most amounts on the wire.
+_PLAIN_AMOUNT = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,15})?")
+
+
 def _amount_field(doc: Mapping[str, Any], name: str) -> Decimal | None:
     value = doc.get(name)
     if value is None or value == "":
         return None
     if not isinstance(value, str):  # JsonNumber is a str: numbers and numeric strings both work
         raise _invalid(name, "must be a number")
+    if _PLAIN_AMOUNT.fullmatch(value):
+        return Decimal(value)  # ≤ 30 digits, scale ≤ 15, not negative: every check below holds
     try:
         amount = to_decimal(str(value))
     except InvalidAmountError as exc:
@@ -409,11 +416,22 @@ def clean_text(value: str, limit: int) -> str:
     return _NUL_OR_SURROGATE.sub("\ufffd", value[:limit])
 
 
-def storable_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Bounded copy of already secret-stripped headers."""
+def storable_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    """What is kept of a request's headers (ASGI pairs): at most ``MAX_STORED_HEADERS``, names
+    lower-cased, secret-bearing values redacted, values bounded, no NUL (Latin-1 text from
+    bytes cannot hold a lone surrogate, so NUL is all that ``clean_text`` would replace)."""
     out: dict[str, str] = {}
-    for name, value in list(headers.items())[:MAX_STORED_HEADERS]:
-        out[clean_text(name, 100)] = clean_text(value, MAX_HEADER_VALUE)
+    for name_bytes, value_bytes in raw[:MAX_STORED_HEADERS]:
+        name = name_bytes[:100].decode("latin-1").lower()
+        if name in SECRET_HEADERS:
+            value = "[redacted]"
+        else:
+            value = value_bytes[:MAX_HEADER_VALUE].decode("latin-1")
+            if "\x00" in value:
+                value = value.replace("\x00", "\ufffd")
+        if "\x00" in name:
+            name = name.replace("\x00", "\ufffd")
+        out[name] = value
     return out
 
 

@@ -89,6 +89,7 @@ def create_api(ctx: ServiceContext | None = None) -> FastAPI:
         # keep it out of the collector's generations so collections stay short.
         gc.collect()
         gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
         try:
             yield
         finally:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -74,18 +75,32 @@ def stage_event(event: Event, id_field: str) -> StagedEvent:
     head, found, tail = payload.partition(marker)
     if not found:
         raise ValueError(f"{type(event).__name__} has no {id_field}=0 to fill in")
-    headers = {
-        "Nats-Msg-Id": str(event.event_id),
-        CORRELATION_HEADER: event.correlation_id,
-        "Content-Type": "application/json",
-    }
+    event_id = str(event.event_id)
+    correlation = event.correlation_id
+    if _JSON_SAFE.fullmatch(correlation):  # the usual case: no escaping needed
+        headers_json = (
+            f'{{"Nats-Msg-Id": "{event_id}", "{CORRELATION_HEADER}": "{correlation}", '
+            '"Content-Type": "application/json"}'
+        )
+    else:
+        headers_json = json.dumps(
+            {
+                "Nats-Msg-Id": event_id,
+                CORRELATION_HEADER: correlation,
+                "Content-Type": "application/json",
+            }
+        )
     return StagedEvent(
         event_id=event.event_id,
         subject=event.SUBJECT,
         head=head + f'"{id_field}":'.encode(),
         tail=tail,
-        headers_json=json.dumps(headers),
+        headers_json=headers_json,
     )
+
+
+# Text that JSON writes verbatim between quotes (ids, uuids, our correlation ids).
+_JSON_SAFE = re.compile(r"[A-Za-z0-9._:\-]*")
 
 
 @dataclass(frozen=True, slots=True)

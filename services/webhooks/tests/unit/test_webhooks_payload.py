@@ -112,6 +112,45 @@ def test_staged_event_splices_the_row_id_into_exactly_the_envelope_field():
     assert json.loads(staged.headers_json)["Nats-Msg-Id"] == str(event.event_id)
 
 
+def test_received_event_is_a_complete_model_equal_to_a_validated_one():
+    # received_event assembles the instance without validation; it must be exactly what
+    # validating the same values gives, with every field of the contract set.
+    raw = kit.encode(kit.ipn())
+    event = received_event(
+        read_ipn(raw),
+        log_id=7,
+        raw_body=raw.decode(),
+        headers={"user-agent": "t"},
+        received_at=IpnReceived.model_fields["occurred_at"].default_factory(),  # type: ignore[misc]
+        correlation_id=None,
+    )
+    assert set(event.__dict__) == set(IpnReceived.model_fields)
+    assert event.model_fields_set == set(IpnReceived.model_fields)
+    validated = IpnReceived.model_validate(event.model_dump())
+    assert validated == IpnReceived.model_validate_json(event.model_dump_json())
+    assert validated.model_dump() == event.model_dump()
+    assert event.correlation_id == str(event.event_id)  # no incoming id: a new chain
+
+
+@pytest.mark.parametrize("correlation", ["corr-1", "a:b.c_d", 'quote"and\\back', "ключ"])
+def test_staged_headers_are_the_json_of_the_envelope_headers(correlation):
+    raw = kit.encode(kit.ipn())
+    event = received_event(
+        read_ipn(raw),
+        log_id=0,
+        raw_body=raw.decode(),
+        headers={},
+        received_at=IpnReceived.model_fields["occurred_at"].default_factory(),  # type: ignore[misc]
+        correlation_id=correlation,
+    )
+    staged = stage_event(event, "webhook_log_id")
+    assert json.loads(staged.headers_json) == {
+        "Nats-Msg-Id": str(event.event_id),
+        "X-Correlation-ID": correlation,
+        "Content-Type": "application/json",
+    }
+
+
 def test_failure_budget_caps_per_minute_and_reports_what_it_dropped():
     now = [0.0]
     budget = FailureBudget(per_minute=2, clock=lambda: now[0])
@@ -127,11 +166,22 @@ def test_failure_budget_caps_per_minute_and_reports_what_it_dropped():
     assert FailureBudget(per_minute=0).take() is None
 
 
-def test_stored_headers_are_bounded_and_safe_for_postgres():
-    headers = {f"h{i}": "v" for i in range(80)} | {"x": "a\u0000b" + "z" * 5000}
+def test_stored_headers_are_bounded_redacted_and_safe_for_postgres():
+    headers = [
+        (b"x", b"a\x00b" + b"z" * 5000),
+        (b"n\x00", b"v"),
+        (b"authorization", b"Bearer secret"),
+        (b"x-api-key", b"k"),
+        (b"user-agent", b"caf\xe9"),
+        *((f"h{i}".encode(), b"v") for i in range(80)),
+    ]
     stored = storable_headers(headers)
     assert len(stored) == 50
-    assert all("\u0000" not in v and len(v) <= 1000 for v in stored.values())
+    assert stored["x"] == "a\ufffdb" + "z" * 997
+    assert stored["n\ufffd"] == "v"
+    assert stored["authorization"] == stored["x-api-key"] == "[redacted]"
+    assert stored["user-agent"] == "caf\u00e9"
+    assert all("\u0000" not in k + v and len(v) <= 1000 for k, v in stored.items())
 
 
 def test_ingest_statements_never_notify_inside_the_ingest_transaction():
