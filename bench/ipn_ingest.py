@@ -5,9 +5,12 @@ Starts its own embedded PostgreSQL (migrated webhooks schema), then two uvicorn 
 endpoint that only reads the body and answers a small JSON. A load generator in a separate
 process (asyncio + uvloop, raw HTTP/1.1 keep-alive, one connection per concurrent client)
 sends N signed IPNs — a share of them exact duplicates, as providers do — at each concurrency
-and reports req/s, p50 and p99 for both, and the ratio.
+and reports req/s, p50 and p99 for both, and the ratio. Each concurrency is measured in
+``--rounds`` alternating bare/api pairs and the medians are printed: on a shared VM one pair
+scatters by several points.
 
     uv run python bench/ipn_ingest.py [--requests 10000] [--concurrency 16 64] [--duplicates 0.2]
+                                      [--rounds 3]
 
 Everything shares the machine's cores (server, PostgreSQL, load generator), like a small VM.
 """
@@ -324,6 +327,21 @@ def _run_client(
     return result
 
 
+def _print_row(name: str, concurrency: int, r: dict[str, Any]) -> None:
+    print(
+        f"{name:<26}{concurrency:>5}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}"
+        f"{r['p99_ms']:>9.2f}{r['non_200']:>9}{r['server_cpu_us']:>10.0f} us"
+        f"{r['db_cpu_us']:>9.0f} us{r['client_cpu_us']:>13.0f} us"
+    )
+
+
+def _median_row(results: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us", "db_cpu_us", "client_cpu_us")
+    row: dict[str, Any] = {k: statistics.median(r[k] for r in results) for k in keys}
+    row["non_200"] = sum(r["non_200"] for r in results)
+    return row
+
+
 def orchestrate(args: argparse.Namespace) -> None:
     from shared.db.migrations import upgrade
     from shared.devstack.postgres import EmbeddedPostgres, create_database
@@ -360,17 +378,22 @@ def orchestrate(args: argparse.Namespace) -> None:
         _wait_http(gateway_port, "/ready")
         _wait_http(bare_port, "/health")
 
-        rows = []
+        rows: list[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]] = []
+        pgdata = home / "pg" / "data"
         for n, concurrency in enumerate(args.concurrency):
-            base_id = 10_000_000 * (n + 1)  # fresh payments per run: only in-run duplicates
-            pgdata = home / "pg" / "data"
-            bare = _run_client(
-                bare_port, args, concurrency, base_id, {"server": procs[1].pid, "pgdata": pgdata}
-            )
-            gateway = _run_client(
-                gateway_port, args, concurrency, base_id, {"server": procs[0].pid, "pgdata": pgdata}
-            )
-            rows.append((concurrency, bare, gateway))
+            bares: list[dict[str, Any]] = []
+            gateways: list[dict[str, Any]] = []
+            for r in range(args.rounds):
+                # Fresh payments per run (only in-run duplicates); the two targets alternate
+                # which goes first, so a drift in the machine's speed does not favour one.
+                base_id = 10_000_000 * (n + 1) + 1_000_000 * r
+                order = [("bare", bare_port, procs[1].pid), ("api", gateway_port, procs[0].pid)]
+                for name, port, pid in order if r % 2 == 0 else order[::-1]:
+                    result = _run_client(
+                        port, args, concurrency, base_id, {"server": pid, "pgdata": pgdata}
+                    )
+                    (bares if name == "bare" else gateways).append(result)
+            rows.append((concurrency, bares, gateways))
 
         stored = subprocess.run(
             [
@@ -402,20 +425,27 @@ def orchestrate(args: argparse.Namespace) -> None:
             f"{args.duplicates:.0%} duplicates, api pool {args.pool}"
         )
         header = (
-            f"{'target':<22}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-200':>9}"
+            f"{'target':<26}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-200':>9}"
             f"{'app CPU/req':>13}{'db CPU/req':>12}{'client CPU/req':>16}"
         )
         print(header)
         print("-" * len(header))
-        for concurrency, bare, gateway in rows:
-            for name, r in (("bare FastAPI", bare), ("webhooks api", gateway)):
+        for concurrency, bares, gateways in rows:
+            for r, (bare, gateway) in enumerate(zip(bares, gateways, strict=True)):
+                label = f" (round {r + 1})" if len(bares) > 1 else ""
+                for name, res in (("bare FastAPI", bare), ("webhooks api", gateway)):
+                    _print_row(name + label, concurrency, res)
+                ratio = gateway["rps"] / bare["rps"]
+                print(f"{'  ratio webhooks/bare':<26}{concurrency:>5}{ratio:>10.0%}")
+            if len(bares) > 1:
+                for name, results in (("bare FastAPI", bares), ("webhooks api", gateways)):
+                    _print_row(name + " (median)", concurrency, _median_row(results))
+                ratios = [g["rps"] / b["rps"] for b, g in zip(bares, gateways, strict=True)]
                 print(
-                    f"{name:<22}{concurrency:>5}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}"
-                    f"{r['p99_ms']:>9.2f}{r['non_200']:>9}{r['server_cpu_us']:>10.0f} us"
-                    f"{r['db_cpu_us']:>9.0f} us{r['client_cpu_us']:>13.0f} us"
+                    f"{'  ratio (median of rounds)':<26}{concurrency:>5}"
+                    f"{statistics.median(ratios):>10.0%}"
+                    f"   rounds: {', '.join(f'{x:.0%}' for x in ratios)}"
                 )
-            ratio = gateway["rps"] / bare["rps"]
-            print(f"{'  ratio webhooks/bare':<22}{concurrency:>5}{ratio:>10.0%}")
         import httpx
 
         metrics = httpx.get(f"http://127.0.0.1:{gateway_port}/metrics", timeout=5).text
@@ -453,6 +483,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--duplicates", type=float, default=0.2)
     parser.add_argument("--pool", type=int, default=10, help="api database pool size")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="bare/api runs per concurrency, alternating which goes first; medians are printed",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
