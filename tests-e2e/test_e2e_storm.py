@@ -22,7 +22,7 @@ from shared.testing.shop import Shop, storm
 from shared.testing.stack import Stack
 from shared.topology import SERVICES
 
-from .conftest import assert_exactly_once
+from .conftest import E2E_EMAIL_BATCH, assert_exactly_once
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -46,7 +46,9 @@ async def test_kill_9_a_worker_of_each_service_mid_storm(stack: Stack, shop: Sho
 
     result = await storm(shop, FAULT_STORM_SIZE, label="kill9", fault=kill_workers)
     assert sorted(set(killed)) == sorted(s.name for s in SERVICES)
-    await assert_exactly_once(stack, result)
+    # Every email the killed fulfillment worker had handed to SMTP but not yet marked sent may
+    # arrive twice, identical; the sender sends at most email_batch_size at once.
+    await assert_exactly_once(stack, result, crash_resends_allowed=E2E_EMAIL_BATCH)
 
 
 async def test_restart_nats_mid_storm(stack: Stack, shop: Shop) -> None:
