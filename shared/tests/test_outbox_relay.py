@@ -189,3 +189,42 @@ async def test_waker_wakes_local_and_remote_relays_after_commit_only(
     finally:
         listener.cancel()
         await waker.close()
+
+
+async def test_housekeeping_prunes_only_sent_rows_past_retention_and_reports_pending_age(
+    platform_db, broker
+):
+    from datetime import timedelta
+
+    from shared.messaging.outbox import PENDING_AGE
+    from sqlalchemy import update
+
+    _, sessions = platform_db
+    old, recent, pending = (PingHappened(note=n) for n in ("old", "recent", "pending"))
+    async with sessions() as session, session.begin():
+        for event in (old, recent, pending):
+            await add_to_outbox(session, Outbox, event)
+    async with sessions() as session, session.begin():
+        for event, sent_ago, created_ago in (
+            (old, timedelta(days=8), timedelta(days=8)),
+            (recent, timedelta(days=1), timedelta(days=1)),
+        ):
+            await session.execute(
+                update(Outbox)
+                .where(Outbox.event_id == event.event_id)
+                .values(sent_at=func.now() - sent_ago, created_at=func.now() - created_ago)
+            )
+        await session.execute(
+            update(Outbox)
+            .where(Outbox.event_id == pending.event_id)
+            .values(created_at=func.now() - timedelta(seconds=30))
+        )
+    relay = relay_for(sessions, broker, retention=timedelta(days=7))
+    try:
+        await relay._housekeeping()
+    finally:
+        await relay.stop()
+    async with sessions() as session:
+        left = set(await session.scalars(select(Outbox.event_id)))
+    assert left == {recent.event_id, pending.event_id}
+    assert 30 <= PENDING_AGE.labels("test")._value.get() < 300

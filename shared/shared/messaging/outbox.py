@@ -268,6 +268,11 @@ class OutboxRelay:
 
     async def start(self) -> None:
         self._stopping = False
+        # Connect now rather than on the first wake-up, so the first events after a start do
+        # not wait for a connection (tens of ms). A database that is down is retried by _run.
+        with contextlib.suppress(Exception):
+            async with self._db_lock:
+                await self._connection()
         self._tasks.append(asyncio.create_task(self._run(), name=f"outbox-relay-{self.name}"))
         if self._dsn:
             self._tasks.append(
@@ -434,7 +439,10 @@ class _RelaySql:
         self.pending_age = (
             f"SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 {pending}"  # noqa: S608
         )
-        self.prune = f"DELETE FROM {table} WHERE sent_at IS NOT NULL AND sent_at < now() - $1"  # noqa: S608
+        self.prune = (
+            f"DELETE FROM {table} WHERE sent_at IS NOT NULL "  # noqa: S608
+            "AND sent_at < now() - $1::interval"
+        )
 
 
 def _headers(raw: Any) -> dict[str, str]:
