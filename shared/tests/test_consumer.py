@@ -232,3 +232,65 @@ async def test_request_reply_round_trip_and_unavailable(clean_infra):
     finally:
         await responder.stop()
         await caller.stop()
+
+
+async def test_group_commit_shares_transactions_and_isolates_a_failing_message(
+    platform_db, clean_infra
+):
+    """With group_commit, messages handled together share a transaction; a message whose
+    handler fails rolls its batch back, the others are re-applied alone, and it is retried
+    until it succeeds. Duplicates still have one effect."""
+    from shared.messaging.consumer import GROUP_SIZE
+
+    _, sessions = platform_db
+    broker = make_broker(clean_infra.nats_url, name="g")
+    failures_left = {"poison-once": 2}
+    calls: list[str] = []
+
+    async def handler(session, event: PingHappened, delivery) -> None:
+        calls.append(event.note)
+        session.add(Effect(note=event.note))
+        await session.flush()
+        if failures_left.get(event.note, 0) > 0:
+            failures_left[event.note] -= 1
+            raise RuntimeError("transient")
+
+    durable_consumer(
+        broker,
+        subject=PingHappened.SUBJECT,
+        durable="group-test",
+        event_type=PingHappened,
+        handler=handler,
+        session_factory=sessions,
+        inbox=Inbox,
+        policy=ConsumerPolicy(backoff=(0.05,), group_commit=True, concurrency=16),
+    )
+    events = [PingHappened(note=f"n{i}") for i in range(60)] + [PingHappened(note="poison-once")]
+    nc = await nats.connect(clean_infra.nats_url)
+    try:
+        js = nc.jetstream()
+        for e in events:  # stored before the consumer starts: fetched in full batches
+            await js.publish(e.SUBJECT, e.model_dump_json().encode())
+        await js.publish(  # a redelivered copy under another message id
+            events[0].SUBJECT, events[0].model_dump_json().encode(), headers={"Nats-Msg-Id": "c"}
+        )
+    finally:
+        await nc.close()
+    await broker.start()
+    try:
+
+        async def all_applied() -> bool:
+            return await count_effects(sessions) == len(events)
+
+        await wait_for(all_applied, timeout=20, message="every event applied")
+        async with sessions() as session:
+            notes = sorted(await session.scalars(select(Effect.note)))
+        assert notes == sorted(e.note for e in events)  # each exactly once
+        assert failures_left["poison-once"] == 0  # it failed twice, then went through
+        sizes = GROUP_SIZE.labels("group-test")
+        assert sizes._sum.get() > 0  # committed in groups (a failed group is retried alone)
+        assert any(
+            b.get() > 0 for b in sizes._buckets[2:]
+        ), "no transaction carried more than two messages"
+    finally:
+        await broker.stop()

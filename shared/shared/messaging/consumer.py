@@ -15,6 +15,9 @@ the event id in the inbox, so a redelivered or concurrently duplicated event is 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,6 +52,14 @@ HANDLE_SECONDS = Histogram(
 )
 
 
+GROUP_SIZE = Histogram(
+    "consumer_group_commit_size",
+    "Messages committed together by a group-commit consumer",
+    ["consumer"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+
+
 class NotYetVisibleError(Exception):
     """The event refers to state that is not committed yet: retry later, never drop."""
 
@@ -66,6 +77,11 @@ class ConsumerPolicy:
     # Messages handled at once per process. Handlers are idempotent and lock the rows they
     # change, so order across messages is not relied on (DESIGN §3: reordering is normal).
     concurrency: int = 8
+    # Transactional consumers only: messages handled at the same moment share one transaction
+    # (one BEGIN, one COMMIT, one WAL flush) instead of one each — see GroupCommit. For handlers
+    # that only touch the database (projections); a handler that waits on the network would
+    # hold everyone's transaction.
+    group_commit: bool = False
 
     def delay_for(self, attempt: int) -> float:
         if not self.backoff:
@@ -142,6 +158,95 @@ async def _dead_letter(
     )
 
 
+class _RunAlone(Exception):
+    """The shared transaction failed: each message is retried in a transaction of its own."""
+
+
+@dataclass
+class _Queued:
+    event: Any
+    delivery: Delivery
+    event_id: uuid.UUID
+    done: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class GroupCommit:
+    """One transaction for the messages of one consumer that are handled at the same moment.
+
+    Every handler call queues its message and waits for the consumer's single slot; whoever
+    gets the slot runs everything queued so far — inbox claim and handler for each, in order —
+    and commits once. Under load a fetched batch (up to ``concurrency`` messages) becomes one
+    transaction; alone, a message is committed at once. If anything in the shared transaction
+    fails, it is rolled back and every message in it is retried alone, in its own transaction,
+    with the usual NAK / backoff / dead-letter handling — so one bad message costs its
+    neighbours a retry, never their effect.
+    """
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        inbox: Any,
+        *,
+        consumer: str,
+        subject: str,
+        handler: TxHandler[Any],
+        max_batch: int = 64,
+    ) -> None:
+        self._sessions = session_factory
+        self._inbox = inbox
+        self._consumer = consumer
+        self._subject = subject
+        self._handler = handler
+        self._max_batch = max_batch
+        self._queue: list[_Queued] = []
+        self._slot = asyncio.Semaphore(1)
+
+    async def submit(self, event: Any, delivery: Delivery, event_id: uuid.UUID) -> bool:
+        """True if this commit applied the event, False if it was a duplicate; raises
+        ``_RunAlone`` when the shared transaction failed."""
+        item = _Queued(event, delivery, event_id)
+        self._queue.append(item)
+        async with self._slot:
+            if not item.done.done():
+                # One pass of the event loop: messages dispatched together join this batch.
+                await asyncio.sleep(0)
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                await self._commit(batch)
+        return await item.done
+
+    async def _commit(self, batch: list[_Queued]) -> None:
+        applied: list[bool] = []
+        try:
+            async with self._sessions() as session, session.begin():
+                for item in batch:
+                    first = await claim_event(
+                        session,
+                        self._inbox,
+                        consumer=self._consumer,
+                        event_id=item.event_id,
+                        subject=self._subject,
+                    )
+                    if first:
+                        await self._handler(session, item.event, item.delivery)
+                    applied.append(first)
+        except Exception as exc:
+            for item in batch:
+                item.done.set_exception(_RunAlone(repr(exc)[:300]))
+            return
+        finally:
+            # Cancelled before the commit finished (shutdown): nobody may wait forever.
+            if len(applied) < len(batch) or sys.exc_info()[0] is not None:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(_RunAlone("shared transaction interrupted"))
+        GROUP_SIZE.labels(self._consumer).observe(len(batch))
+        for item, first in zip(batch, applied, strict=True):
+            item.done.set_result(first)
+
+
 def durable_consumer(
     broker: NatsBroker,
     *,
@@ -164,6 +269,17 @@ def durable_consumer(
         raise ValueError("a transactional consumer needs the service's inbox model")
     hard_cap = max(pol.max_deliveries, pol.not_visible_max_deliveries)
     stream = stream_for_subject(subject)  # "deadletter.>" maps to the DEADLETTER stream
+    group = (
+        GroupCommit(
+            session_factory,
+            inbox,
+            consumer=durable,
+            subject=subject,
+            handler=handler,  # type: ignore[arg-type]
+        )
+        if transactional and pol.group_commit and session_factory is not None
+        else None
+    )
 
     subscriber = broker.subscriber(
         subject,
@@ -229,14 +345,19 @@ def durable_consumer(
                 assert session_factory is not None
                 if event_id is None:
                     raise TypeError(f"{event_type.__name__} has no event_id for the inbox")
-                async with session_factory() as session, session.begin():
-                    first_time = await claim_event(
-                        session, inbox, consumer=durable, event_id=event_id, subject=subject
-                    )
-                    if first_time:
-                        await handler(session, event, delivery)  # type: ignore[call-arg,arg-type]
-                    else:
-                        HANDLED.labels(durable, "duplicate").inc()
+                first_time: bool | None = None
+                if group is not None:
+                    with contextlib.suppress(_RunAlone):
+                        first_time = await group.submit(event, delivery, event_id)
+                if first_time is None:  # no group, or its shared transaction failed
+                    async with session_factory() as session, session.begin():
+                        first_time = await claim_event(
+                            session, inbox, consumer=durable, event_id=event_id, subject=subject
+                        )
+                        if first_time:
+                            await handler(session, event, delivery)  # type: ignore[call-arg,arg-type]
+                if not first_time:
+                    HANDLED.labels(durable, "duplicate").inc()
             else:
                 await handler(event, delivery)  # type: ignore[call-arg,arg-type]
         except NotYetVisibleError as exc:
