@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from shared.contracts.fulfillment import OrderDelivered
@@ -31,6 +32,9 @@ async def on_order_delivered(
 
 def register(ctx: ServiceContext) -> None:
     """Attach both durable consumers to the context's broker (before it starts)."""
+    # Both handlers only read and write this service's tables: events handled together share a
+    # transaction (GroupCommit); one that fails sends its batch back to one-by-one handling.
+    policy = replace(ctx.consumer_policy, group_commit=True)
     durable_consumer(
         ctx.broker,
         subject=PaymentStatusChanged.SUBJECT,
@@ -39,7 +43,7 @@ def register(ctx: ServiceContext) -> None:
         handler=on_payment_status,
         session_factory=ctx.sessions,
         inbox=Inbox,
-        policy=ctx.consumer_policy,
+        policy=policy,
         description="payment outcomes move orders to paid / underpaid / failed / expired",
     )
     durable_consumer(
@@ -50,6 +54,6 @@ def register(ctx: ServiceContext) -> None:
         handler=on_order_delivered,
         session_factory=ctx.sessions,
         inbox=Inbox,
-        policy=ctx.consumer_policy,
+        policy=policy,
         description="deliveries move paid orders to fulfilled",
     )
