@@ -289,8 +289,8 @@ async def test_group_commit_shares_transactions_and_isolates_a_failing_message(
         assert failures_left["poison-once"] == 0  # it failed twice, then went through
         sizes = GROUP_SIZE.labels("group-test")
         assert sizes._sum.get() > 0  # committed in groups (a failed group is retried alone)
-        assert any(
-            b.get() > 0 for b in sizes._buckets[2:]
-        ), "no transaction carried more than two messages"
+        assert any(b.get() > 0 for b in sizes._buckets[2:]), (
+            "no transaction carried more than two messages"
+        )
     finally:
         await broker.stop()
