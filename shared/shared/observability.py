@@ -27,6 +27,7 @@ _correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=N
 SECRET_HEADERS = frozenset(
     {"authorization", "cookie", "set-cookie", "x-api-key", "proxy-authorization", "x-order-token"}
 )
+REDACTED = "[redacted]"  # what is stored in place of a secret header's value
 
 
 def configure_logging(service: str, level: str = "INFO", json_logs: bool = True) -> None:
@@ -92,7 +93,7 @@ def bind_correlation_id(value: str | None) -> str:
 def strip_secret_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Headers safe to store: secret-bearing values replaced, everything else kept."""
     return {
-        name.lower(): ("[redacted]" if name.lower() in SECRET_HEADERS else value)
+        name.lower(): (REDACTED if name.lower() in SECRET_HEADERS else value)
         for name, value in headers
     }
 

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from shared.money import InvalidAmountError, amount_text, to_decimal
-from shared.observability import SECRET_HEADERS
+from shared.observability import REDACTED, SECRET_HEADERS
 
 from webhooks.errors import InvalidJsonError, IpnRejectedError
 
@@ -424,7 +424,7 @@ def storable_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     for name_bytes, value_bytes in raw[:MAX_STORED_HEADERS]:
         name = name_bytes[:100].decode("latin-1").lower()
         if name in SECRET_HEADERS:
-            value = "[redacted]"
+            value = REDACTED
         else:
             value = value_bytes[:MAX_HEADER_VALUE].decode("latin-1")
             if "\x00" in value:

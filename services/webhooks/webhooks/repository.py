@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,8 +32,8 @@ from typing import Any, TypeVar
 import asyncpg
 from shared.contracts.envelope import Event
 from shared.db import DatabaseUnavailableError
-from shared.messaging.outbox import asyncpg_dsn, notify_channel
-from shared.observability import CORRELATION_HEADER, get_logger
+from shared.messaging.outbox import asyncpg_dsn, event_headers, notify_channel
+from shared.observability import get_logger
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,32 +74,13 @@ def stage_event(event: Event, id_field: str) -> StagedEvent:
     head, found, tail = payload.partition(marker)
     if not found:
         raise ValueError(f"{type(event).__name__} has no {id_field}=0 to fill in")
-    event_id = str(event.event_id)
-    correlation = event.correlation_id
-    if _JSON_SAFE.fullmatch(correlation):  # the usual case: no escaping needed
-        headers_json = (
-            f'{{"Nats-Msg-Id": "{event_id}", "{CORRELATION_HEADER}": "{correlation}", '
-            '"Content-Type": "application/json"}'
-        )
-    else:
-        headers_json = json.dumps(
-            {
-                "Nats-Msg-Id": event_id,
-                CORRELATION_HEADER: correlation,
-                "Content-Type": "application/json",
-            }
-        )
     return StagedEvent(
         event_id=event.event_id,
         subject=event.SUBJECT,
         head=head + f'"{id_field}":'.encode(),
         tail=tail,
-        headers_json=headers_json,
+        headers_json=json.dumps(event_headers(event)),
     )
-
-
-# Text that JSON writes verbatim between quotes (ids, uuids, our correlation ids).
-_JSON_SAFE = re.compile(r"[A-Za-z0-9._:\-]*")
 
 
 @dataclass(frozen=True, slots=True)

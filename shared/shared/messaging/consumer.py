@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -222,29 +221,45 @@ class GroupCommit:
         try:
             async with self._sessions() as session, session.begin():
                 for item in batch:
-                    first = await claim_event(
-                        session,
-                        self._inbox,
-                        consumer=self._consumer,
-                        event_id=item.event_id,
-                        subject=self._subject,
+                    applied.append(
+                        await _claim_and_handle(
+                            session,
+                            self._inbox,
+                            self._consumer,
+                            self._subject,
+                            self._handler,
+                            item.event,
+                            item.delivery,
+                            item.event_id,
+                        )
                     )
-                    if first:
-                        await self._handler(session, item.event, item.delivery)
-                    applied.append(first)
-        except Exception as exc:
+        except BaseException as exc:
+            # Failed, or cancelled at shutdown: nobody may wait forever for this batch.
             for item in batch:
                 item.done.set_exception(_RunAlone(repr(exc)[:300]))
+            if not isinstance(exc, Exception):
+                raise
             return
-        finally:
-            # Cancelled before the commit finished (shutdown): nobody may wait forever.
-            if len(applied) < len(batch) or sys.exc_info()[0] is not None:
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(_RunAlone("shared transaction interrupted"))
         GROUP_SIZE.labels(self._consumer).observe(len(batch))
         for item, first in zip(batch, applied, strict=True):
             item.done.set_result(first)
+
+
+async def _claim_and_handle(
+    session: AsyncSession,
+    inbox: Any,
+    consumer: str,
+    subject: str,
+    handler: TxHandler[Any],
+    event: Any,
+    delivery: Delivery,
+    event_id: uuid.UUID,
+) -> bool:
+    """Record the event in the inbox and, the first time only, apply it; True if applied."""
+    first = await claim_event(session, inbox, consumer=consumer, event_id=event_id, subject=subject)
+    if first:
+        await handler(session, event, delivery)
+    return first
 
 
 def durable_consumer(
@@ -351,11 +366,16 @@ def durable_consumer(
                         first_time = await group.submit(event, delivery, event_id)
                 if first_time is None:  # no group, or its shared transaction failed
                     async with session_factory() as session, session.begin():
-                        first_time = await claim_event(
-                            session, inbox, consumer=durable, event_id=event_id, subject=subject
+                        first_time = await _claim_and_handle(
+                            session,
+                            inbox,
+                            durable,
+                            subject,
+                            handler,  # type: ignore[arg-type]
+                            event,
+                            delivery,
+                            event_id,
                         )
-                        if first_time:
-                            await handler(session, event, delivery)  # type: ignore[call-arg,arg-type]
                 if not first_time:
                     HANDLED.labels(durable, "duplicate").inc()
             else:

@@ -24,7 +24,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -50,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 
 from shared.contracts.envelope import Event
+from shared.db import is_connection_error
 from shared.observability import CORRELATION_HEADER, get_logger
 
 log = get_logger(__name__)
@@ -103,7 +104,8 @@ def _table(outbox: Any) -> Table:
     return table
 
 
-def _event_headers(event: Event) -> dict[str, str]:
+def event_headers(event: Event) -> dict[str, str]:
+    """The NATS headers every published event carries (dedup id, correlation, content type)."""
     return {
         "Nats-Msg-Id": str(event.event_id),
         CORRELATION_HEADER: event.correlation_id,
@@ -196,7 +198,7 @@ async def add_to_outbox(session: AsyncSession, outbox: Any, event: Event) -> Non
             "event_id": event.event_id,
             "subject": event.SUBJECT,
             "payload": event.model_dump_json().encode(),
-            "headers": _event_headers(event),
+            "headers": event_headers(event),
         },
     )
     info = session.info
@@ -271,8 +273,8 @@ class OutboxRelay:
         # Connect now rather than on the first wake-up, so the first events after a start do
         # not wait for a connection (tens of ms). A database that is down is retried by _run.
         with contextlib.suppress(Exception):
-            async with self._db_lock:
-                await self._connection()
+            async with self._db():
+                pass
         self._tasks.append(asyncio.create_task(self._run(), name=f"outbox-relay-{self.name}"))
         if self._dsn:
             self._tasks.append(
@@ -306,17 +308,22 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), timeout=2)
 
-    async def publish_pending(self) -> int:
-        """Publish one batch; returns how many rows were published and marked sent."""
+    @contextlib.asynccontextmanager
+    async def _db(self) -> AsyncIterator[asyncpg.Connection]:
+        """The relay's connection, one user at a time; dropped when it fails as a connection,
+        so the next attempt opens a fresh one."""
         async with self._db_lock:
             try:
-                return await self._publish_batch(await self._connection())
-            except (TimeoutError, asyncpg.PostgresConnectionError, OSError):
-                await self._disconnect()  # the next attempt opens a fresh connection
+                yield await self._connection()
+            except Exception as exc:
+                if is_connection_error(exc) or isinstance(exc, asyncpg.InterfaceError):
+                    await self._disconnect()
                 raise
-            except asyncpg.InterfaceError:
-                await self._disconnect()
-                raise
+
+    async def publish_pending(self) -> int:
+        """Publish one batch; returns how many rows were published and marked sent."""
+        async with self._db() as conn:
+            return await self._publish_batch(conn)
 
     async def _publish_batch(self, conn: asyncpg.Connection) -> int:
         sql = self._sql
@@ -384,17 +391,12 @@ class OutboxRelay:
             self.idle.clear()
 
     async def _housekeeping(self) -> None:
-        async with self._db_lock:
-            try:
-                conn = await self._connection()
-                age = await conn.fetchval(self._sql.pending_age)
-                PENDING_AGE.labels(self.name).set(float(age or 0.0))
-                if time.monotonic() - self._last_cleanup > 60:
-                    self._last_cleanup = time.monotonic()
-                    await conn.execute(self._sql.prune, self._retention)
-            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
-                await self._disconnect()
-                raise
+        async with self._db() as conn:
+            age = await conn.fetchval(self._sql.pending_age)
+            PENDING_AGE.labels(self.name).set(float(age or 0.0))
+            if time.monotonic() - self._last_cleanup > 60:
+                self._last_cleanup = time.monotonic()
+                await conn.execute(self._sql.prune, self._retention)
 
     async def _listen(self) -> None:
         assert self._dsn is not None
