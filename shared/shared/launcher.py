@@ -285,6 +285,12 @@ class Launcher:
             "uvloop",
             "--timeout-graceful-shutdown",
             "3",
+            # Longer than any client's idle keep-alive (httpx: 5 s), so the client always drops
+            # an idle connection first. With uvicorn's default (also 5 s) a request sent on a
+            # connection the server was just closing failed with a ReadError (seen in the
+            # replicas storm: a POST to the emulator).
+            "--timeout-keep-alive",
+            "75",
         ]
         pending: list[tuple[Child, str]] = []
         if installed("nowpayments_emulator"):
