@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,20 +46,29 @@ async def find_for_report(
     provider_payment_id: str | None,
     invoice_id: str | None,
     order_id: str | None,
+    lock_if_ours: bool = False,
 ) -> tuple[Payment | None, str]:
     """The payment a provider report is about, and which key found it.
 
     Most specific key first: a payment id we learned, then our invoice, then our order id
     (the provider echoes it back; a payment made outside the invoice only has this one).
+    With ``lock_if_ours`` a payment found by payment or invoice id comes row-locked (as from
+    ``lock``); one found by order id never does: that row may still be held by the responder
+    storing our invoice, and the caller decides what to do about it first.
     """
+
+    def by(condition: ColumnElement[bool]) -> Select[tuple[Payment]]:
+        query = select(Payment).where(condition)
+        if lock_if_ours:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return query
+
     if provider_payment_id:
-        found = await session.execute(
-            select(Payment).where(Payment.provider_payment_id == provider_payment_id)
-        )
+        found = await session.execute(by(Payment.provider_payment_id == provider_payment_id))
         if (payment := found.scalars().first()) is not None:
             return payment, "payment_id"
     if invoice_id:
-        found = await session.execute(select(Payment).where(Payment.invoice_id == invoice_id))
+        found = await session.execute(by(Payment.invoice_id == invoice_id))
         if (payment := found.scalars().first()) is not None:
             return payment, "invoice_id"
     if order_id:

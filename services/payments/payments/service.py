@@ -435,11 +435,17 @@ async def handle_ipn(
         log.warning("ipn_other_provider", provider=event.provider[:40])
         return None
     report = report_from_ipn(event)
+    # A final status is confirmed with the provider first, an HTTP call made without holding
+    # the row lock (duplicates of it would queue behind the call); anything else is locked at
+    # lookup, which saves re-reading the row. (The rare non-final report that still needs the
+    # provider's word — a price mismatch — keeps that lock through the call.)
+    confirming = settings.confirm_final_with_provider and domain.is_final(report.status)
     payment, found_by = await repository.find_for_report(
         session,
         provider_payment_id=report.payment_id,
         invoice_id=report.invoice_id,
         order_id=report.order_id,
+        lock_if_ours=not confirming,
     )
     if payment is None:
         raise NotYetVisibleError(
@@ -453,6 +459,7 @@ async def handle_ipn(
             retry_after=settings.not_visible_retry_seconds,
         )
     note = _replay_note(event)
+    locked_at_lookup = not confirming and found_by != "order_id"
     foreign = (
         found_by == "order_id" and report.invoice_id and report.invoice_id != payment.invoice_id
     )
@@ -496,8 +503,11 @@ async def handle_ipn(
         report = confirmed
         note = "; ".join(filter(None, [f"confirmed by GET /payment ({report.status})", note]))
 
-    locked = await repository.lock(session, payment.id)  # re-read: another IPN may have won
-    assert locked is not None
+    if locked_at_lookup:
+        locked = payment
+    else:
+        locked = await repository.lock(session, payment.id)  # re-read: another IPN may have won
+        assert locked is not None
     return await apply_report(
         session,
         locked,
