@@ -30,6 +30,9 @@ class EmulatorConfig:
     default_ipn_callback_url: str | None = None
     # Fixes ids, addresses and shuffles for reproducible runs; None draws fresh randomness.
     seed: int | None = None
+    # Delivery attempts kept for GET /_emulator/ipn-log (oldest dropped first); a benchmark of
+    # thousands of payments raises it to keep every attempt.
+    ipn_log_limit: int = 10_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EmulatorConfig:
@@ -50,6 +53,7 @@ class EmulatorConfig:
             min_price_usd=_decimal(source, "EMULATOR_MIN_PRICE_USD", base.min_price_usd),
             default_ipn_callback_url=source.get("EMULATOR_DEFAULT_IPN_URL") or None,
             seed=int(seed_text) if seed_text else None,
+            ipn_log_limit=int(_float(source, "EMULATOR_IPN_LOG_LIMIT", base.ipn_log_limit)),
         )
 
 

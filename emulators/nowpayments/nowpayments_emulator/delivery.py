@@ -27,7 +27,6 @@ logger = logging.getLogger("nowpayments_emulator.ipn")
 
 USER_AGENT = "NOWPayments-IPN/1.0 (+https://nowpayments.io; bitloot-emulator)"
 _MAX_IN_FLIGHT = 32
-_LOG_LIMIT = 10_000
 
 Outcome = Literal["delivered", "rejected", "timeout", "error", "dropped", "no_callback_url"]
 
@@ -77,7 +76,7 @@ class IpnDispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._seq = 0
-        self.log: deque[AttemptRecord] = deque(maxlen=_LOG_LIMIT)
+        self.log: deque[AttemptRecord] = deque(maxlen=max(1, config.ipn_log_limit))
         # Deliveries in flight at once. Without a bound, a storm queues thousands of requests in
         # httpx's pool, whose scheduling is quadratic in the queue (the emulator then burns its
         # CPU there), and queued time would count against the callback timeout.

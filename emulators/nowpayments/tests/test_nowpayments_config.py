@@ -22,6 +22,7 @@ def test_defaults() -> None:
     assert config.callback_timeout == 3.0
     assert 0 < config.step_delay <= 0.1
     assert config.invoice_lifetime == 1200.0
+    assert config.ipn_log_limit == 10_000
 
 
 def test_environment_overrides() -> None:
@@ -38,6 +39,7 @@ def test_environment_overrides() -> None:
             "EMULATOR_MIN_PRICE_USD": "2.50",
             "EMULATOR_DEFAULT_IPN_URL": "http://127.0.0.1:1/ipn",
             "EMULATOR_SEED": "7",
+            "EMULATOR_IPN_LOG_LIMIT": "50000",
         }
     )
     assert config == EmulatorConfig(
@@ -52,6 +54,7 @@ def test_environment_overrides() -> None:
         min_price_usd=Decimal("2.50"),
         default_ipn_callback_url="http://127.0.0.1:1/ipn",
         seed=7,
+        ipn_log_limit=50_000,
     )
 
 
@@ -61,6 +64,7 @@ def test_environment_overrides() -> None:
         {"EMULATOR_STEP_DELAY": "soon"},
         {"EMULATOR_IPN_RETRIES": "-1"},
         {"EMULATOR_MIN_PRICE_USD": "x"},
+        {"EMULATOR_IPN_LOG_LIMIT": "many"},
     ],
 )
 def test_bad_values_are_refused(env: dict[str, str]) -> None:

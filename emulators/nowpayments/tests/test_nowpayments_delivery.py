@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from nowpayments_emulator.config import EmulatorConfig
+from nowpayments_emulator.delivery import Ipn, IpnDispatcher
 from nowpayments_emulator.testing import TEST_IPN_SECRET, Harness, Received, Receiver
 
 # Every test here is a coroutine; explicit so the suite also runs in strict asyncio mode.
@@ -356,3 +359,22 @@ async def test_control_listing_filters_by_order_id(emu: Harness) -> None:
     assert [p["payment_id"] for p in payments["payments"]] == [paid["payment_id"]]
     assert payments["payments"][0]["history"][-1] == "finished"
     assert payments["payments"][0]["pay_amount"] == "0.001"
+
+
+async def test_the_attempt_log_keeps_the_newest_entries_up_to_its_limit() -> None:
+    dispatcher = IpnDispatcher(EmulatorConfig(ipn_log_limit=2), random.Random(1))
+    for status in ("waiting", "confirming", "finished"):
+        dispatcher.record_dropped(
+            Ipn(
+                payment_id=1,
+                invoice_id=2,
+                payment_status=status,
+                url=None,
+                body=b"{}",
+                signature="sig",
+            )
+        )
+    assert [(e.seq, e.payment_status) for e in dispatcher.log] == [
+        (2, "confirming"),
+        (3, "finished"),
+    ]
