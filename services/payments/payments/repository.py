@@ -57,7 +57,7 @@ async def find_for_report(
     storing our invoice, and the caller decides what to do about it first.
     """
 
-    def by(condition: ColumnElement[bool]) -> Select[tuple[Payment]]:
+    def by(condition: ColumnElement[bool]) -> Select[Payment]:
         query = select(Payment).where(condition)
         if lock_if_ours:
             query = query.with_for_update().execution_options(populate_existing=True)
