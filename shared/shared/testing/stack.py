@@ -7,6 +7,7 @@ in a temporary folder, so a running ``make dev`` on the default ports is not dis
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,9 +126,7 @@ def running_stack(extra_env: dict[str, str] | None = None, timeout: float = 180)
         deadline = time.monotonic() + timeout
         while "BitLoot is ready" not in log_path.read_text(errors="replace"):
             if proc.poll() is not None:
-                raise RuntimeError(
-                    f"launcher exited:\n{log_path.read_text(errors='replace')[-4000:]}"
-                )
+                raise RuntimeError(_startup_failure(home, log_path.read_text(errors="replace")))
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"stack not ready:\n{log_path.read_text(errors='replace')[-4000:]}"
@@ -145,3 +144,15 @@ def running_stack(extra_env: dict[str, str] | None = None, timeout: float = 180)
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _startup_failure(home: Path, launcher_log: str) -> str:
+    """The launcher's output, plus the log of the component it names as the one that exited:
+    the stack's directory is removed afterwards, and that log says why."""
+    report = f"launcher exited:\n{launcher_log[-4000:]}"
+    for name in re.findall(r"^(\S+) exited during start-up", launcher_log, re.M):
+        component_log = home / "logs" / f"{name}.log"
+        if component_log.exists():
+            report += f"\n--- {name}.log (end) ---\n"
+            report += component_log.read_text(errors="replace")[-3000:]
+    return report
