@@ -33,7 +33,7 @@ def test_a_port_something_listens_on_is_skipped(monkeypatch: pytest.MonkeyPatch)
                 continue
         taken.listen()
         draws = iter([busy, busy, busy - 1, busy - 2])
-        monkeypatch.setattr(helpers.random, "randint", lambda _a, _b: next(draws))
+        monkeypatch.setattr(helpers._PORT_DRAW, "randint", lambda _a, _b: next(draws))
 
         port = free_port()
 
