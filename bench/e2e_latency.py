@@ -42,15 +42,13 @@ def cpu_seconds(stack: Stack) -> Counter[str]:
     backends do not (pg_ctl starts them), so they are found under the postmaster instead.
     """
     totals: Counter[str] = Counter()
-    for proc in psutil.process_iter():
-        try:
-            env = proc.environ()
-            if env.get("BITLOOT_HOME") != str(stack.home) or "BITLOOT_COMPONENT" not in env:
+    for name, procs in stack.processes().items():
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:  # exited since
                 continue
-            times = proc.cpu_times()
-            totals[env["BITLOOT_COMPONENT"]] += times.user + times.system
-        except psutil.Error:  # processes come and go while we look
-            continue
+            totals[name] += times.user + times.system
     pid_file = stack.home / "postgres" / "data" / "postmaster.pid"
     if pid_file.exists():
         try:

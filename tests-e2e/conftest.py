@@ -8,7 +8,6 @@ mailbox directly, to prove nothing was lost or done twice.
 from __future__ import annotations
 
 import json
-import mailbox
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +18,7 @@ from shared.testing import wait_for
 from shared.testing.shop import (
     Shop,
     StormResult,
+    copies_by_recipient,
     db,
     stream_subjects,
 )
@@ -108,11 +108,7 @@ async def assert_exactly_once(
     finally:
         await conn.close()
 
-    copies: dict[str, Counter[str]] = {}
-    for message in mailbox.Maildir(str(stack.maildir), create=False).values():
-        if "is ready" in (message.get("Subject") or ""):
-            to = (message.get("To") or "").strip("<> ")
-            copies.setdefault(to, Counter())[message.get("Message-ID") or ""] += 1
+    copies = copies_by_recipient(stack, "is ready")
     resent = 0
     for p in purchases:
         ids = copies.get(p.email, Counter())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -250,89 +249,11 @@ def _newest_wins(
     return values
 
 
-# Projection statements are built once and executed with a parameter dict: SQLAlchemy memoises
-# a statement's cache key on the object, so a constant statement costs nothing to re-key, while
-# building ``insert(...).values(**row)`` with its CASE clauses per event was most of the admin
-# worker's CPU. Core tables (not ORM classes) keep execution off the ORM bulk-insert path.
-
-_PAYMENT_REPLACE = (
-    "status",
-    "previous_status",
-    "is_final",
-    "source",
-    "version",
-    "note",
-    "order_id",
-    "provider",
-    "price_amount",
-    "price_currency",
-    "updated_at",
-    "last_event_id",
-)
-_PAYMENT_KEEP_KNOWN = (
-    "provider_payment_id",
-    "invoice_id",
-    "pay_amount",
-    "actually_paid",
-    "pay_currency",
-    "surplus",
-)
-_ORDER_REPLACE = ("status", "version", "email", "total", "currency", "updated_at", "last_event_id")
-_ORDER_KEEP_KNOWN = ("items", "payment_id", "reason", "actually_paid", "pay_amount", "pay_currency")
-
-
-def _newest_wins_upsert(
-    model: Any, key: str, *, replace: Sequence[str], keep_known: Sequence[str]
-) -> Any:
-    stmt = insert(model.__table__)
-    set_ = _newest_wins(model.__table__, stmt.excluded, replace=replace, keep_known=keep_known)
-    return stmt.on_conflict_do_update(index_elements=[key], set_=set_)
-
-
-@functools.cache
-def _statement(name: str) -> Any:
-    """The projection statement called ``name``, built on first use."""
-    if name == "upsert_payment":
-        return _newest_wins_upsert(
-            PaymentView, "payment_id", replace=_PAYMENT_REPLACE, keep_known=_PAYMENT_KEEP_KNOWN
-        )
-    if name == "upsert_order":
-        return _newest_wins_upsert(
-            OrderView, "order_id", replace=_ORDER_REPLACE, keep_known=_ORDER_KEEP_KNOWN
-        )
-    if name == "recount_webhook_log":
-        ev = _table(WebhookEventView).c
-        log = _table(WebhookLogView)
-        log_id: Any = bindparam("b_log_id")
-        originals = (
-            select(func.count())
-            .where(ev.webhook_log_id == log_id, ev.replay.is_(False))
-            .scalar_subquery()
-        )
-        replays = (
-            select(func.count())
-            .where(ev.webhook_log_id == log_id, ev.replay.is_(True))
-            .scalar_subquery()
-        )
-        received = func.greatest(
-            1, originals, log.c.received_count, bindparam("b_reported", type_=Integer)
-        )
-        return (
-            update(log)
-            .where(log.c.id == bindparam("b_row_id"))
-            .values(received_count=received, replay_count=replays)
-        )
-    models = {
-        "insert_payment_transition": PaymentTransitionView,
-        "insert_order_event": OrderEventView,
-        "insert_webhook_event": WebhookEventView,
-        "insert_webhook_log": WebhookLogView,
-        "insert_delivery": DeliveryView,
-        "insert_email": EmailView,
-        "insert_revocation": RevocationView,
-        "insert_dead_letter": DeadLetterView,
-    }
-    return insert(_table(models[name])).on_conflict_do_nothing()
+# Projection statements are built once, at import, and executed with a parameter dict:
+# SQLAlchemy memoises a statement's cache key on the object, so a constant statement costs
+# nothing to re-key, while building ``insert(...).values(**row)`` with its CASE clauses per event
+# was most of the admin worker's CPU. Core tables (not ORM classes) keep execution off the ORM
+# bulk-insert path.
 
 
 def _table(model: Any) -> Table:
@@ -340,24 +261,104 @@ def _table(model: Any) -> Table:
     return table
 
 
+def _newest_wins_upsert(
+    model: Any, key: str, *, replace: Sequence[str], keep_known: Sequence[str]
+) -> Any:
+    stmt = insert(_table(model))
+    set_ = _newest_wins(_table(model), stmt.excluded, replace=replace, keep_known=keep_known)
+    return stmt.on_conflict_do_update(index_elements=[key], set_=set_)
+
+
+def _insert_new(model: Any) -> Any:
+    return insert(_table(model)).on_conflict_do_nothing()
+
+
+def _recount_webhook_log() -> Any:
+    """Counters of one log row, recounted from its publications (parameters ``b_*``)."""
+    ev = _table(WebhookEventView).c
+    log = _table(WebhookLogView)
+    log_id: Any = bindparam("b_log_id")
+    originals = (
+        select(func.count())
+        .where(ev.webhook_log_id == log_id, ev.replay.is_(False))
+        .scalar_subquery()
+    )
+    replays = (
+        select(func.count())
+        .where(ev.webhook_log_id == log_id, ev.replay.is_(True))
+        .scalar_subquery()
+    )
+    received = func.greatest(
+        1, originals, log.c.received_count, bindparam("b_reported", type_=Integer)
+    )
+    return (
+        update(log)
+        .where(log.c.id == bindparam("b_row_id"))
+        .values(received_count=received, replay_count=replays)
+    )
+
+
+_UPSERT_PAYMENT = _newest_wins_upsert(
+    PaymentView,
+    "payment_id",
+    replace=(
+        "status",
+        "previous_status",
+        "is_final",
+        "source",
+        "version",
+        "note",
+        "order_id",
+        "provider",
+        "price_amount",
+        "price_currency",
+        "updated_at",
+        "last_event_id",
+    ),
+    keep_known=(
+        "provider_payment_id",
+        "invoice_id",
+        "pay_amount",
+        "actually_paid",
+        "pay_currency",
+        "surplus",
+    ),
+)
+_UPSERT_ORDER = _newest_wins_upsert(
+    OrderView,
+    "order_id",
+    replace=("status", "version", "email", "total", "currency", "updated_at", "last_event_id"),
+    keep_known=("items", "payment_id", "reason", "actually_paid", "pay_amount", "pay_currency"),
+)
+_RECOUNT_WEBHOOK_LOG = _recount_webhook_log()
+_INSERT_PAYMENT_TRANSITION = _insert_new(PaymentTransitionView)
+_INSERT_ORDER_EVENT = _insert_new(OrderEventView)
+_INSERT_WEBHOOK_EVENT = _insert_new(WebhookEventView)
+_INSERT_WEBHOOK_LOG = _insert_new(WebhookLogView)
+_INSERT_DELIVERY = _insert_new(DeliveryView)
+_INSERT_EMAIL = _insert_new(EmailView)
+_INSERT_REVOCATION = _insert_new(RevocationView)
+_INSERT_DEAD_LETTER = _insert_new(DeadLetterView)
+
+
 async def upsert_payment(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(_statement("upsert_payment"), row)
+    await session.execute(_UPSERT_PAYMENT, row)
 
 
 async def insert_payment_transition(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(_statement("insert_payment_transition"), row)
+    await session.execute(_INSERT_PAYMENT_TRANSITION, row)
 
 
 async def upsert_order(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(_statement("upsert_order"), row)
+    await session.execute(_UPSERT_ORDER, row)
 
 
 async def insert_order_event(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(_statement("insert_order_event"), row)
+    await session.execute(_INSERT_ORDER_EVENT, row)
 
 
 async def record_webhook_publication(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(_statement("insert_webhook_event"), row)
+    await session.execute(_INSERT_WEBHOOK_EVENT, row)
 
 
 async def upsert_accepted_webhook(
@@ -365,9 +366,9 @@ async def upsert_accepted_webhook(
 ) -> None:
     """The log's content never changes; its counters are recounted from the publications, so
     applying any event twice or in any order gives the same numbers."""
-    await session.execute(_statement("insert_webhook_log"), row)
+    await session.execute(_INSERT_WEBHOOK_LOG, row)
     await session.execute(
-        _statement("recount_webhook_log"),
+        _RECOUNT_WEBHOOK_LOG,
         {
             "b_log_id": row["webhook_log_id"],
             "b_row_id": row["id"],
@@ -377,23 +378,23 @@ async def upsert_accepted_webhook(
 
 
 async def insert_rejected_webhook(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(_statement("insert_webhook_log"), row)
+    await session.execute(_INSERT_WEBHOOK_LOG, row)
 
 
 async def insert_delivery(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(_statement("insert_delivery"), row)
+    await session.execute(_INSERT_DELIVERY, row)
 
 
 async def insert_email(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(_statement("insert_email"), row)
+    await session.execute(_INSERT_EMAIL, row)
 
 
 async def insert_revocation(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(_statement("insert_revocation"), row)
+    await session.execute(_INSERT_REVOCATION, row)
 
 
 async def insert_dead_letter(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(_statement("insert_dead_letter"), row)
+    await session.execute(_INSERT_DEAD_LETTER, row)
 
 
 async def truncate_read_models(session: AsyncSession) -> None:

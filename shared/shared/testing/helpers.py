@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import random
 import socket
@@ -15,8 +16,9 @@ _HANDED_OUT: set[int] = set()
 _PORT_DRAW = random.SystemRandom()
 
 
+@functools.cache
 def _ephemeral_ports() -> tuple[int, int]:
-    """The kernel's range for the local ports of outgoing connections."""
+    """The kernel's range for the local ports of outgoing connections (read once)."""
     try:
         low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
         return int(low), int(high)

@@ -107,9 +107,15 @@ def mails_to(stack: Stack, email: str) -> list[mailbox.MaildirMessage]:
     return [m for m in box.values() if email in (m.get("To") or "")]
 
 
-def all_mail_recipients(stack: Stack) -> Counter[str]:
-    box = mailbox.Maildir(str(stack.maildir), create=False)
-    return Counter((m.get("To") or "") + " | " + (m.get("Subject") or "") for m in box.values())
+def copies_by_recipient(stack: Stack, subject_part: str) -> dict[str, Counter[str]]:
+    """For every recipient of a captured email whose subject contains ``subject_part``: how many
+    copies of each Message-ID arrived (a re-send of the same email keeps its Message-ID)."""
+    copies: dict[str, Counter[str]] = {}
+    for message in mailbox.Maildir(str(stack.maildir), create=False).values():
+        if subject_part in (message.get("Subject") or ""):
+            to = (message.get("To") or "").strip("<> ")
+            copies.setdefault(to, Counter())[message.get("Message-ID") or ""] += 1
+    return copies
 
 
 def body_text(message: mailbox.MaildirMessage) -> str:

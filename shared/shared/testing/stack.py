@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from shared.testing.helpers import free_port
 from shared.topology import SERVICES
 
@@ -51,19 +53,20 @@ class Stack:
 
     def pids(self, name: str) -> list[int]:
         """Process ids of one launcher child (e.g. ``orders-worker``)."""
-        import psutil
+        return [proc.pid for proc in self.processes().get(name, [])]
 
-        out = []
-        for proc in psutil.process_iter(["pid", "environ", "cmdline"]):
+    def processes(self) -> dict[str, list[psutil.Process]]:
+        """The launcher's children of this stack, by component (PostgreSQL's backends, started
+        by pg_ctl, do not carry our environment and are not among them)."""
+        out: dict[str, list[psutil.Process]] = {}
+        for proc in psutil.process_iter():
             try:
-                env = proc.info["environ"] or {}
-                if (
-                    env.get("BITLOOT_HOME") == str(self.home)
-                    and env.get("BITLOOT_COMPONENT") == name
-                ):
-                    out.append(int(proc.info["pid"]))
-            except Exception:  # processes come and go while we look
+                env = proc.environ()
+            except psutil.Error:  # processes come and go while we look
                 continue
+            name = env.get("BITLOOT_COMPONENT")
+            if name and env.get("BITLOOT_HOME") == str(self.home):
+                out.setdefault(name, []).append(proc)
         return out
 
 
