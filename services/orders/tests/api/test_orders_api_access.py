@@ -40,9 +40,14 @@ async def test_without_the_right_token_the_order_does_not_exist(orders_api, plac
     order = await place_order()
     other = await place_order()
     url = f"/orders/{order['order_id']}"
+    token = order["order_token"]
+    # One character off — never the character it already is (a token ending in "A" must not
+    # be "tampered" into itself).
+    one_off = token[:-1] + ("B" if token.endswith("A") else "A")
+    assert one_off != token
     kwargs: dict = {
         "missing": {},
-        "wrong-header": {"headers": {"X-Order-Token": order["order_token"][:-1] + "A"}},
+        "wrong-header": {"headers": {"X-Order-Token": one_off}},
         "wrong-query": {"params": {"token": "guess"}},
         "other-orders-token": {"headers": {"X-Order-Token": other["order_token"]}},
         "empty-header": {"headers": {"X-Order-Token": ""}},
