@@ -5,39 +5,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import nats
 import pytest
-from nats.js.api import ConsumerConfig
 from shared.messaging import OutboxRelay, add_to_outbox
 from shared.messaging.broker import make_broker
 from shared.messaging.outbox import jetstream_publisher
 from shared.testing import wait_for
+from shared.testing.jetstream import stored_bodies
 from sqlalchemy import func, select
 
 from .conftest import Outbox, PingHappened
 
 
 async def stream_messages(nats_url: str, subject: str) -> list[bytes]:
-    """Every message currently stored for ``subject`` (an ephemeral consumer reads them all)."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info("ORDERS")
-        if info.state.messages == 0:
-            return []
-        sub = await js.pull_subscribe(subject, config=ConsumerConfig(inactive_threshold=5))
-        out: list[bytes] = []
-        while True:
-            try:
-                msgs = await sub.fetch(100, timeout=0.3)
-            except (TimeoutError, nats.errors.TimeoutError):
-                break
-            for m in msgs:
-                out.append(m.data)
-                await m.ack()
-        return out
-    finally:
-        await nc.close()
+    """Every message currently stored for ``subject``."""
+    return await stored_bodies(nats_url, "ORDERS", subject)
 
 
 @pytest.fixture

@@ -103,7 +103,12 @@ async def serve_receiver(receiver: Receiver | None = None) -> AsyncIterator[Rece
 
 
 def fast_config(**overrides: Any) -> EmulatorConfig:
-    """Fast, deterministic settings: no pause between statuses, quick retries."""
+    """Fast, deterministic settings: no pause between statuses, quick retries.
+
+    The callback timeout is generous on purpose: tests count deliveries exactly, and on a loaded
+    CI machine a slow-but-successful answer must not turn into a provider retry. A test about
+    timeouts passes its own.
+    """
     values: dict[str, Any] = {
         "api_key": TEST_API_KEY,
         "ipn_secret": TEST_IPN_SECRET,
@@ -111,7 +116,7 @@ def fast_config(**overrides: Any) -> EmulatorConfig:
         "step_delay": 0.0,
         "ipn_retries": 2,
         "ipn_retry_interval": 0.02,
-        "callback_timeout": 1.0,
+        "callback_timeout": 10.0,
         "seed": 20240601,
     }
     values.update(overrides)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from decimal import Decimal
 import httpx
 import pytest
 from nowpayments_emulator.config import EmulatorConfig
+from shared.testing import free_port
 
 
 def test_defaults() -> None:
@@ -72,15 +72,8 @@ def test_bad_values_are_refused(env: dict[str, str]) -> None:
         EmulatorConfig.from_env(env)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_cli_serves_the_api_and_links_to_its_own_port() -> None:
-    port = _free_port()
+    port = free_port()  # not from the ephemeral range: see its docstring
     env = {k: v for k, v in os.environ.items() if k != "EMULATOR_PUBLIC_URL"}
     env["NOWPAYMENTS_API_KEY"] = "cli-key"
     process = subprocess.Popen(

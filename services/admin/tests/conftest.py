@@ -39,7 +39,9 @@ def admin_settings(**overrides: Any) -> AdminSettings:
         "argon2_memory_kib": 1024,
         "consumer_max_deliveries": 2,
         "consumer_backoff_seconds": [0.05],
-        "rpc_timeout_seconds": 1.0,
+        # Generous: a busy CI machine must not turn a slow answer into a 503. "Nobody answers"
+        # is NATS's immediate no-responders reply, not this timeout.
+        "rpc_timeout_seconds": 10.0,
         "log_json": False,
     }
     values.update(overrides)

@@ -21,11 +21,11 @@ from fulfillment.models import Delivery, DownloadGrant, EmailLog, Outbox
 from fulfillment.service import Fulfillment
 from fulfillment.settings import FulfillmentSettings
 from fulfillment.storage import ObjectStore, make_client
-from nats.js.api import ConsumerConfig
 from shared.contracts.envelope import Event
 from shared.contracts.orders import OrderLine, OrderPaid
 from shared.runtime import ServiceContext, running
 from shared.testing import wait_for
+from shared.testing.jetstream import stored_bodies
 from sqlalchemy import func, select, text
 
 TEST_SECRET = "test-download-token-secret-0123456789abcdef"
@@ -171,25 +171,8 @@ async def publish(nats_url: str, event: Event, *, msg_id: str | None = None) -> 
 
 
 async def stream_events(nats_url: str, subject: str, stream: str = "FULFILLMENT") -> list[bytes]:
-    """Every message stored under ``subject`` (an ephemeral consumer reads them all)."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        sub = await js.pull_subscribe(
-            subject, stream=stream, config=ConsumerConfig(inactive_threshold=5)
-        )
-        out: list[bytes] = []
-        while True:
-            try:
-                msgs = await sub.fetch(100, timeout=0.3)
-            except (TimeoutError, nats.errors.TimeoutError):
-                break
-            out.extend(m.data for m in msgs)
-            if len(msgs) < 100:
-                break
-        return out
-    finally:
-        await nc.close()
+    """Every message stored under ``subject``."""
+    return await stored_bodies(nats_url, stream, subject)
 
 
 @pytest.fixture
@@ -209,7 +192,9 @@ def make_settings(
             "email_sweep_seconds": 0.2,
             "email_backoff_base_seconds": 0.2,
             "email_backoff_max_seconds": 1.0,
-            "email_claim_lease_seconds": 1.0,
+            # Long enough that a slow send is never taken over by another dispatcher on a
+            # loaded machine; the crash test that needs the lease to run out sets a short one.
+            "email_claim_lease_seconds": 30.0,
             "consumer_backoff_seconds": [0.1],
             "db_pool_size": 4,
             "log_json": False,

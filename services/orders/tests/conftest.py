@@ -43,7 +43,9 @@ def make_settings(**overrides: Any) -> OrdersSettings:
     values: dict[str, Any] = {
         "order_token_pepper": SecretStr(PEPPER),
         "storefront_url": STOREFRONT,
-        "payments_timeout_seconds": 2.0,
+        # Generous: a busy CI machine must not turn a slow answer into a 503. "Nobody answers"
+        # is NATS's immediate no-responders reply, not this timeout.
+        "payments_timeout_seconds": 10.0,
         "consumer_backoff_seconds": [0.05, 0.1, 0.2],
         "outbox_sweep_seconds": 0.2,
         "log_json": False,

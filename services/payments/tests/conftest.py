@@ -116,11 +116,7 @@ class Emulator:
 async def emulator() -> AsyncIterator[Emulator]:
     sock, port = bound_socket()
     url = f"http://127.0.0.1:{port}"
-    # A generous callback timeout: on a loaded CI box a slow answer must not turn into a
-    # provider retry, which would add deliveries the tests count exactly.
-    config = fast_config(
-        api_key=API_KEY, ipn_secret=IPN_SECRET, public_url=url, seed=None, callback_timeout=10.0
-    )
+    config = fast_config(api_key=API_KEY, ipn_secret=IPN_SECRET, public_url=url, seed=None)
     server = uvicorn.Server(
         uvicorn.Config(create_app(config), log_level="warning", access_log=False)
     )

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
-from nats.js.api import ConsumerConfig
 from shared.runtime import ServiceContext
+from shared.testing.jetstream import stored_bodies
 from shared.testing.plugin import Infra
 from webhooks.main import build, create_api
 from webhooks.settings import WebhooksSettings
@@ -173,26 +172,8 @@ async def post_signed(
 
 
 async def stream_messages(nats_url: str, subject: str, stream: str = "WEBHOOKS") -> list[bytes]:
-    """Every message currently stored for ``subject`` (an ephemeral consumer reads them all)."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(stream)
-        if info.state.messages == 0:
-            return []
-        sub = await js.pull_subscribe(subject, config=ConsumerConfig(inactive_threshold=5))
-        out: list[bytes] = []
-        while True:
-            try:
-                msgs = await sub.fetch(200, timeout=0.3)
-            except (TimeoutError, nats.errors.TimeoutError):
-                break
-            for m in msgs:
-                out.append(m.data)
-                await m.ack()
-        return out
-    finally:
-        await nc.close()
+    """Every message currently stored for ``subject``."""
+    return await stored_bodies(nats_url, stream, subject)
 
 
 # ---------------------------------------------------------------------------------------------

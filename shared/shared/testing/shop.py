@@ -16,9 +16,9 @@ from typing import Any
 
 import asyncpg
 import httpx
-import nats
 
 from shared.testing.helpers import wait_for
+from shared.testing.jetstream import stored_messages
 from shared.testing.stack import Stack
 
 
@@ -139,22 +139,7 @@ async def db(stack: Stack) -> asyncpg.Connection:
 
 async def stream_subjects(stack: Stack, stream: str) -> list[tuple[str, bytes]]:
     """Every message stored in ``stream`` as (subject, body), read by sequence number."""
-    nc = await nats.connect(f"nats://127.0.0.1:{stack.ports['nats']}")
-    try:
-        js = nc.jetstream()
-        state = (await js.stream_info(stream)).state
-        out: list[tuple[str, bytes]] = []
-        if state.messages == 0:
-            return out
-        for seq in range(state.first_seq, state.last_seq + 1):
-            try:
-                msg = await js.get_msg(stream, seq)
-            except nats.js.errors.NotFoundError:
-                continue  # deleted
-            out.append((msg.subject or "", msg.data or b""))
-        return out
-    finally:
-        await nc.close()
+    return await stored_messages(f"nats://127.0.0.1:{stack.ports['nats']}", stream)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from shared.contracts.envelope import Reply, Request
 from shared.contracts.fulfillment import RevokeGrantsReply, RevokeGrantsRequest
 from shared.contracts.webhooks import ReprocessReply, ReprocessRequest
 from shared.messaging import Delivery
-from shared.messaging.broker import make_broker
+from shared.messaging.broker import flush, make_broker
 from shared.messaging.rpc import register_responder
 
 from ..conftest import PASSWORD, AdminApi, auth, ipn_received, order_created
@@ -30,6 +30,7 @@ async def responder(clean_infra) -> AsyncIterator[Responder]:
         register_responder(broker, request_type, handler, queue=queue)
         await broker.start()
         brokers.append(broker)
+        await flush(broker)  # the subscription is live before the test sends its request
 
     yield start
     for broker in brokers:

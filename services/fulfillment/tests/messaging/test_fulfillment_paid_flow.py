@@ -92,7 +92,12 @@ async def test_crash_between_upload_and_commit_uploads_once_and_emails_once(worl
     assert len(mailbox_capture.messages()) == 1
 
 
-async def test_crash_after_commit_before_email_sends_once_on_redelivery(world, mailbox_capture):
+async def test_crash_after_commit_before_email_sends_once_on_redelivery(
+    make_world, mailbox_capture
+):
+    # The "dead" sender's claim must run out for the email to go: a short lease, but not so
+    # short that it runs out before the no-email-yet check below on a slow machine.
+    world = await make_world(email_claim_lease_seconds=3.0)
     crashes: list[int] = []
 
     async def die_once(email) -> None:

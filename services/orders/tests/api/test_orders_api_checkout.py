@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from orders.domain import OrderStatus
 from shared.contracts.payments import CreateInvoiceReply, CreateInvoiceRequest
-from shared.messaging.broker import make_broker
+from shared.messaging.broker import flush, make_broker
 from shared.messaging.rpc import register_responder
 
 
@@ -43,6 +43,7 @@ async def fake_payments(clean_infra) -> AsyncIterator[FakePayments]:
     broker = make_broker(clean_infra.nats_url, name="fake-payments")
     register_responder(broker, CreateInvoiceRequest, fake.handle, queue="payments")
     await broker.start()
+    await flush(broker)  # the subscription is live before the test sends its request
     try:
         yield fake
     finally:
