@@ -48,6 +48,7 @@ class ServiceContext:
     def consumer_policy(self) -> ConsumerPolicy:
         return ConsumerPolicy(
             max_deliveries=self.settings.consumer_max_deliveries,
+            outage_max_deliveries=self.settings.consumer_outage_max_deliveries,
             backoff=tuple(self.settings.consumer_backoff_seconds),
             concurrency=self.settings.consumer_concurrency,
         )

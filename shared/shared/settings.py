@@ -63,8 +63,10 @@ class ServiceSettings(InfraSettings):
     outbox_batch_size: int = 200
     outbox_sweep_seconds: float = 1.0
 
-    # Redelivery policy for durable consumers: attempts, then the dead-letter stream.
+    # Redelivery policy for durable consumers: attempts, then the dead-letter stream. A
+    # connection fault (database, provider, S3, SMTP unreachable) has the longer outage budget.
     consumer_max_deliveries: int = 5
+    consumer_outage_max_deliveries: int = Field(default=60, ge=1)
     consumer_concurrency: int = Field(default=8, ge=1, le=256)
     consumer_backoff_seconds: list[float] = Field(default_factory=lambda: [0.2, 1.0, 5.0, 15.0])
 

@@ -13,6 +13,7 @@ from shared.messaging import ConsumerPolicy, DeadLetter, durable_consumer
 from shared.messaging.broker import make_broker
 from shared.testing import wait_for
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from .conftest import Effect, Inbox, PingHappened
 
@@ -170,6 +171,44 @@ async def test_failing_handler_is_redelivered_with_backoff_then_dead_lettered(cl
         assert letters[0].event_id == str(event.event_id)
         assert letters[0].deliveries == 3 and "boom" in letters[0].error
         assert PingHappened.model_validate_json(letters[0].body) == event
+    finally:
+        await broker.stop()
+
+
+async def test_connection_faults_have_the_outage_budget_not_the_poison_one(clean_infra):
+    """A database that is down is not the message's fault: it outlives ``max_deliveries``."""
+    broker = make_broker(clean_infra.nats_url, name="t")
+    attempts: dict[str, list[int]] = {"recovers": [], "never": []}
+
+    async def handler(event: PingHappened, delivery) -> None:
+        attempts[event.note].append(delivery.attempt)
+        if event.note == "never" or delivery.attempt < 4:
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database is down"))
+
+    policy = ConsumerPolicy(max_deliveries=2, outage_max_deliveries=5, backoff=(0.05,))
+    durable_consumer(
+        broker,
+        subject=PingHappened.SUBJECT,
+        durable="outage",
+        event_type=PingHappened,
+        handler=handler,
+        policy=policy,
+    )
+    await broker.start()
+    try:
+        recovers, never = PingHappened(note="recovers"), PingHappened(note="never")
+        for event in (recovers, never):
+            await publish_raw(clean_infra.nats_url, event.SUBJECT, event.model_dump_json().encode())
+        letters = await wait_for(lambda: dead_letters(clean_infra.nats_url, "outage"), timeout=15)
+        await wait_for(lambda: len(attempts["recovers"]) >= 4, timeout=15)
+        # Past max_deliveries (2) on connection faults: handled on the 4th delivery ...
+        assert attempts["recovers"] == [1, 2, 3, 4]
+        # ... and still bounded: dead-lettered (kept) after the outage budget.
+        assert attempts["never"] == [1, 2, 3, 4, 5]
+        assert [(letter.event_id, letter.deliveries) for letter in letters] == [
+            (str(never.event_id), 5)
+        ]
+        assert "database is down" in letters[0].error
     finally:
         await broker.stop()
 

@@ -599,7 +599,10 @@ async def webhook_publications(
 ) -> list[WebhookEventView]:
     e = WebhookEventView
     rows = await session.scalars(
-        select(e).where(e.webhook_log_id == webhook_log_id).order_by(e.occurred_at)
+        # A replay carries the original's occurred_at; the original is listed first on a tie.
+        select(e)
+        .where(e.webhook_log_id == webhook_log_id)
+        .order_by(e.occurred_at, e.replay, e.event_id)
     )
     return list(rows)
 

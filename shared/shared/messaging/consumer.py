@@ -4,6 +4,10 @@ Every consumer is a durable pull consumer with explicit (manual) acks:
 - success → ack;
 - ``NotYetVisibleError`` (the row this event refers to is not committed yet) → NAK with the
   requested delay; it has its own, longer budget because waiting is the right answer;
+- a connection fault (the database, the provider, S3 or SMTP unreachable) → NAK with the next
+  backoff step, with its own, longer budget (``outage_max_deliveries``): an outage is not the
+  message's fault, and everything in flight would otherwise be dead-lettered by one that
+  outlasts the short budget;
 - any other failure → NAK with the next backoff step, until ``max_deliveries``; then the message
   is copied to the ``DEADLETTER`` stream (with the error) and acked, so it stops blocking but is
   never lost — the admin console lists it;
@@ -35,6 +39,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.contracts.streams import DEAD_LETTER_STREAM, dead_letter_subject, stream_for_subject
+from shared.db import is_connection_error
 from shared.messaging.inbox import claim_event
 from shared.observability import CORRELATION_HEADER, bind_correlation_id, get_logger
 
@@ -72,6 +77,9 @@ class ConsumerPolicy:
     max_deliveries: int = 5
     backoff: Sequence[float] = (0.2, 1.0, 5.0, 15.0)
     not_visible_max_deliveries: int = 60
+    # With the backoff capped at 15 s, 60 deliveries bridge an outage of about a quarter of an
+    # hour before the message is dead-lettered (and kept) instead.
+    outage_max_deliveries: int = 60
     ack_wait_seconds: float = 30.0
     # Messages handled at once per process. Handlers are idempotent and lock the rows they
     # change, so order across messages is not relied on (DESIGN §3: reordering is normal).
@@ -282,7 +290,7 @@ def durable_consumer(
     transactional = session_factory is not None
     if transactional and inbox is None:
         raise ValueError("a transactional consumer needs the service's inbox model")
-    hard_cap = max(pol.max_deliveries, pol.not_visible_max_deliveries)
+    hard_cap = max(pol.max_deliveries, pol.not_visible_max_deliveries, pol.outage_max_deliveries)
     stream = stream_for_subject(subject)  # "deadletter.>" maps to the DEADLETTER stream
     group = (
         GroupCommit(
@@ -389,11 +397,13 @@ def durable_consumer(
             HANDLED.labels(durable, "not_yet_visible").inc()
             return
         except Exception as exc:
-            if attempt >= pol.max_deliveries:
+            outage = is_connection_error(exc)
+            budget = pol.outage_max_deliveries if outage else pol.max_deliveries
+            if attempt >= budget:
                 await _give_up(broker, msg, durable, subject, body, attempt, seq, exc, event_id)
                 return
             delay = pol.delay_for(attempt)
-            log.warning("consumer_retry", error=repr(exc)[:300], retry_in=delay)
+            log.warning("consumer_retry", error=repr(exc)[:300], retry_in=delay, outage=outage)
             await msg.nack(delay=delay)
             HANDLED.labels(durable, "retry").inc()
             return
