@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import nats
 import pytest
-from nats.js.api import ConsumerConfig
-from shared.contracts.streams import dead_letter_subject
+from shared.contracts.streams import DEAD_LETTER_STREAM, dead_letter_subject
 from shared.messaging import ConsumerPolicy, DeadLetter, durable_consumer
 from shared.messaging.broker import make_broker
 from shared.testing import wait_for
+from shared.testing.jetstream import stored_bodies
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
@@ -30,17 +34,37 @@ async def publish_raw(
 
 
 async def dead_letters(nats_url: str, consumer: str) -> list[DeadLetter]:
+    bodies = await stored_bodies(nats_url, DEAD_LETTER_STREAM.name, dead_letter_subject(consumer))
+    return [DeadLetter.model_validate_json(body) for body in bodies]
+
+
+@contextlib.asynccontextmanager
+async def consuming(
+    nats_url: str, durable: str, handler: Any, **options: Any
+) -> AsyncIterator[None]:
+    """A broker with one durable consumer of PingHappened, running for the block."""
+    broker = make_broker(nats_url, name=durable)
+    durable_consumer(
+        broker,
+        subject=PingHappened.SUBJECT,
+        durable=durable,
+        event_type=PingHappened,
+        handler=handler,
+        **options,
+    )
+    await broker.start()
+    try:
+        yield
+    finally:
+        await broker.stop()
+
+
+async def drained(nats_url: str, durable: str) -> bool:
+    """Nothing left for ``durable``: every message delivered and acked."""
     nc = await nats.connect(nats_url)
     try:
-        js = nc.jetstream()
-        sub = await js.pull_subscribe(
-            dead_letter_subject(consumer), config=ConsumerConfig(inactive_threshold=5)
-        )
-        try:
-            msgs = await sub.fetch(10, timeout=0.5)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
-        return [DeadLetter.model_validate_json(m.data) for m in msgs]
+        info = await nc.jetstream().consumer_info("ORDERS", durable)
+        return info.num_ack_pending == 0 and info.num_pending == 0
     finally:
         await nc.close()
 
@@ -52,7 +76,6 @@ async def count_effects(sessions) -> int:
 
 async def test_same_event_twice_and_concurrently_has_one_effect(platform_db, clean_infra):
     _, sessions = platform_db
-    broker = make_broker(clean_infra.nats_url, name="t")
     entered = 0
 
     async def handler(session, event: PingHappened, delivery) -> None:
@@ -61,17 +84,9 @@ async def test_same_event_twice_and_concurrently_has_one_effect(platform_db, cle
         session.add(Effect(note=event.note))
         await asyncio.sleep(0.05)  # widen the window in which a duplicate can race us
 
-    durable_consumer(
-        broker,
-        subject=PingHappened.SUBJECT,
-        durable="inbox-test",
-        event_type=PingHappened,
-        handler=handler,
-        session_factory=sessions,
-        inbox=Inbox,
-    )
-    await broker.start()
-    try:
+    async with consuming(
+        clean_infra.nats_url, "inbox-test", handler, session_factory=sessions, inbox=Inbox
+    ):
         event = PingHappened(note="x")
         body = event.model_dump_json().encode()
         # distinct msg ids so JetStream's dedup does not hide the duplicates from us
@@ -79,27 +94,15 @@ async def test_same_event_twice_and_concurrently_has_one_effect(platform_db, cle
             *(publish_raw(clean_infra.nats_url, event.SUBJECT, body, f"m{i}") for i in range(5))
         )
         await wait_for(lambda: entered >= 1, timeout=10)
-
-        async def all_acked() -> bool:
-            nc = await nats.connect(clean_infra.nats_url)
-            try:
-                info = await nc.jetstream().consumer_info("ORDERS", "inbox-test")
-                return info.num_ack_pending == 0 and info.num_pending == 0
-            finally:
-                await nc.close()
-
-        await wait_for(all_acked, timeout=10)
+        await wait_for(lambda: drained(clean_infra.nats_url, "inbox-test"), timeout=10)
         assert await count_effects(sessions) == 1
         async with sessions() as session:
             assert await session.scalar(select(func.count()).select_from(Inbox)) == 1
-    finally:
-        await broker.stop()
 
 
 async def test_concurrent_duplicates_through_two_replicas(platform_db, clean_infra):
     """Two replicas (two brokers, one durable) racing on copies of one event: one effect."""
     _, sessions = platform_db
-    brokers = [make_broker(clean_infra.nats_url, name=f"r{i}") for i in range(2)]
     calls = 0
 
     async def handler(session, event: PingHappened, delivery) -> None:
@@ -108,43 +111,21 @@ async def test_concurrent_duplicates_through_two_replicas(platform_db, clean_inf
         session.add(Effect(note=event.note))
         await asyncio.sleep(0.05)
 
-    for b in brokers:
-        durable_consumer(
-            b,
-            subject=PingHappened.SUBJECT,
-            durable="replicas",
-            event_type=PingHappened,
-            handler=handler,
-            session_factory=sessions,
-            inbox=Inbox,
-        )
-    for b in brokers:
-        await b.start()
-    try:
+    replica = functools.partial(
+        consuming, clean_infra.nats_url, "replicas", handler, session_factory=sessions, inbox=Inbox
+    )
+    async with replica(), replica():
         event = PingHappened(note="y")
         body = event.model_dump_json().encode()
         await asyncio.gather(
             *(publish_raw(clean_infra.nats_url, event.SUBJECT, body, f"r{i}") for i in range(10))
         )
         await wait_for(lambda: calls >= 1, timeout=10)
-
-        async def drained() -> bool:
-            nc = await nats.connect(clean_infra.nats_url)
-            try:
-                info = await nc.jetstream().consumer_info("ORDERS", "replicas")
-                return info.num_ack_pending == 0 and info.num_pending == 0
-            finally:
-                await nc.close()
-
-        await wait_for(drained, timeout=10)
+        await wait_for(lambda: drained(clean_infra.nats_url, "replicas"), timeout=10)
         assert await count_effects(sessions) == 1
-    finally:
-        for b in brokers:
-            await b.stop()
 
 
 async def test_failing_handler_is_redelivered_with_backoff_then_dead_lettered(clean_infra):
-    broker = make_broker(clean_infra.nats_url, name="t")
     attempts: list[tuple[int, float]] = []
 
     async def handler(event: PingHappened, delivery) -> None:
@@ -152,16 +133,7 @@ async def test_failing_handler_is_redelivered_with_backoff_then_dead_lettered(cl
         raise RuntimeError("boom")
 
     policy = ConsumerPolicy(max_deliveries=3, backoff=(0.2, 0.6), not_visible_max_deliveries=3)
-    durable_consumer(
-        broker,
-        subject=PingHappened.SUBJECT,
-        durable="failing",
-        event_type=PingHappened,
-        handler=handler,
-        policy=policy,
-    )
-    await broker.start()
-    try:
+    async with consuming(clean_infra.nats_url, "failing", handler, policy=policy):
         event = PingHappened(note="z")
         await publish_raw(clean_infra.nats_url, event.SUBJECT, event.model_dump_json().encode())
         letters = await wait_for(lambda: dead_letters(clean_infra.nats_url, "failing"), timeout=15)
@@ -171,13 +143,10 @@ async def test_failing_handler_is_redelivered_with_backoff_then_dead_lettered(cl
         assert letters[0].event_id == str(event.event_id)
         assert letters[0].deliveries == 3 and "boom" in letters[0].error
         assert PingHappened.model_validate_json(letters[0].body) == event
-    finally:
-        await broker.stop()
 
 
 async def test_connection_faults_have_the_outage_budget_not_the_poison_one(clean_infra):
     """A database that is down is not the message's fault: it outlives ``max_deliveries``."""
-    broker = make_broker(clean_infra.nats_url, name="t")
     attempts: dict[str, list[int]] = {"recovers": [], "never": []}
 
     async def handler(event: PingHappened, delivery) -> None:
@@ -186,16 +155,7 @@ async def test_connection_faults_have_the_outage_budget_not_the_poison_one(clean
             raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database is down"))
 
     policy = ConsumerPolicy(max_deliveries=2, outage_max_deliveries=5, backoff=(0.05,))
-    durable_consumer(
-        broker,
-        subject=PingHappened.SUBJECT,
-        durable="outage",
-        event_type=PingHappened,
-        handler=handler,
-        policy=policy,
-    )
-    await broker.start()
-    try:
+    async with consuming(clean_infra.nats_url, "outage", handler, policy=policy):
         recovers, never = PingHappened(note="recovers"), PingHappened(note="never")
         for event in (recovers, never):
             await publish_raw(clean_infra.nats_url, event.SUBJECT, event.model_dump_json().encode())
@@ -209,33 +169,20 @@ async def test_connection_faults_have_the_outage_budget_not_the_poison_one(clean
             (str(never.event_id), 5)
         ]
         assert "database is down" in letters[0].error
-    finally:
-        await broker.stop()
 
 
 async def test_unparseable_body_is_dead_lettered_at_once(clean_infra):
-    broker = make_broker(clean_infra.nats_url, name="t")
     called = False
 
     async def handler(event: PingHappened, delivery) -> None:
         nonlocal called
         called = True
 
-    durable_consumer(
-        broker,
-        subject=PingHappened.SUBJECT,
-        durable="poison",
-        event_type=PingHappened,
-        handler=handler,
-    )
-    await broker.start()
-    try:
+    async with consuming(clean_infra.nats_url, "poison", handler):
         await publish_raw(clean_infra.nats_url, PingHappened.SUBJECT, b"{not json")
         letters = await wait_for(lambda: dead_letters(clean_infra.nats_url, "poison"), timeout=10)
         assert letters[0].deliveries == 1 and "invalid body" in letters[0].error
         assert not called
-    finally:
-        await broker.stop()
 
 
 async def test_request_reply_round_trip_and_unavailable(clean_infra):
@@ -282,7 +229,6 @@ async def test_group_commit_shares_transactions_and_isolates_a_failing_message(
     from prometheus_client import REGISTRY
 
     _, sessions = platform_db
-    broker = make_broker(clean_infra.nats_url, name="g")
     failures_left = {"poison-once": 2}
     calls: list[str] = []
 
@@ -294,16 +240,6 @@ async def test_group_commit_shares_transactions_and_isolates_a_failing_message(
             failures_left[event.note] -= 1
             raise RuntimeError("transient")
 
-    durable_consumer(
-        broker,
-        subject=PingHappened.SUBJECT,
-        durable="group-test",
-        event_type=PingHappened,
-        handler=handler,
-        session_factory=sessions,
-        inbox=Inbox,
-        policy=ConsumerPolicy(backoff=(0.05,), group_commit=True, concurrency=16),
-    )
     events = [PingHappened(note=f"n{i}") for i in range(60)] + [PingHappened(note="poison-once")]
     nc = await nats.connect(clean_infra.nats_url)
     try:
@@ -315,8 +251,14 @@ async def test_group_commit_shares_transactions_and_isolates_a_failing_message(
         )
     finally:
         await nc.close()
-    await broker.start()
-    try:
+    async with consuming(
+        clean_infra.nats_url,
+        "group-test",
+        handler,
+        session_factory=sessions,
+        inbox=Inbox,
+        policy=ConsumerPolicy(backoff=(0.05,), group_commit=True, concurrency=16),
+    ):
 
         async def all_applied() -> bool:
             return await count_effects(sessions) == len(events)
@@ -336,5 +278,3 @@ async def test_group_commit_shares_transactions_and_isolates_a_failing_message(
         assert sample("consumer_group_commit_size_count") > sample(
             "consumer_group_commit_size_bucket", le="2.0"
         ), "no transaction carried more than two messages"
-    finally:
-        await broker.stop()
