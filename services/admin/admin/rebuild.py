@@ -84,7 +84,12 @@ async def _replay(
             try:
                 msgs = await sub.fetch(batch_size, timeout=2.0)
             except (TimeoutError, nats.errors.TimeoutError):
-                break  # the rest of the range was deleted or purged: nothing more to read
+                # The end only if the consumer has nothing left: the rest of the range holds
+                # other subjects, or was deleted or purged. Otherwise the server was slow, and
+                # stopping here would leave the read models silently incomplete.
+                if (await sub.consumer_info()).num_pending == 0:
+                    break
+                continue
             async with sessions() as session, session.begin():
                 for msg in msgs:
                     seen = msg.metadata.sequence.stream

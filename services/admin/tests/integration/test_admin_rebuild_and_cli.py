@@ -14,6 +14,7 @@ import nats
 from admin.__main__ import main as cli_main
 from admin.models import READ_MODELS, AdminUser, OrderView, PaymentView, WebhookLogView
 from admin.rebuild import rebuild
+from nats.js.client import JetStreamContext
 from shared.contracts import subjects
 from shared.contracts.fulfillment import EmailSent, GrantsRevoked, OrderDelivered
 from shared.contracts.orders import OrderPaid
@@ -128,10 +129,8 @@ async def _publish_history(publish: Publisher) -> None:
     )
 
 
-async def test_rebuild_restores_every_read_model_from_the_streams(
-    admin_api: AdminApi, admin_worker, publish: Publisher
-):
-    await _publish_history(publish)
+async def _projected(api: AdminApi) -> dict[str, list[dict[str, Any]]]:
+    """The read models once the live worker has projected all of ``_publish_history``."""
     every = [
         *subjects.ORDERS_EVENTS,
         *subjects.PAYMENTS_EVENTS,
@@ -141,13 +140,20 @@ async def test_rebuild_restores_every_read_model_from_the_streams(
     ]
 
     async def all_projected() -> bool:
-        if not await consumers_drained(admin_api.settings.nats_url, every):
+        if not await consumers_drained(api.settings.nats_url, every):
             return False
-        snap = await _snapshot(admin_api)
+        snap = await _snapshot(api)
         return len(snap["dead_letter_view"]) == 1 and len(snap["revocation_view"]) == 1
 
     await wait_for(all_projected, timeout=20, message="history projected")
-    before = await _snapshot(admin_api)
+    return await _snapshot(api)
+
+
+async def test_rebuild_restores_every_read_model_from_the_streams(
+    admin_api: AdminApi, admin_worker, publish: Publisher
+):
+    await _publish_history(publish)
+    before = await _projected(admin_api)
     assert {name: len(rows) for name, rows in before.items()} == {
         "payment_view": 1,
         "payment_transition_view": 2,
@@ -184,6 +190,34 @@ async def test_rebuild_restores_every_read_model_from_the_streams(
         await rebuild(admin_api.ctx.sessions, nc.jetstream())
     finally:
         await nc.close()
+    assert await _snapshot(admin_api) == before
+
+
+async def test_rebuild_reads_on_through_a_fetch_that_times_out(
+    admin_api: AdminApi, admin_worker, publish: Publisher, monkeypatch
+):
+    """A stalled server (a fetch that times out with messages still pending) is not the end of
+    the stream: the rebuild asks the consumer and reads on instead of stopping short."""
+    await _publish_history(publish)
+    before = await _projected(admin_api)
+
+    real_fetch = JetStreamContext.PullSubscription.fetch
+    stalled: set[int] = set()
+
+    async def stall_once(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if id(self) not in stalled:  # every subscription's first fetch times out
+            stalled.add(id(self))
+            raise nats.errors.TimeoutError
+        return await real_fetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", stall_once)
+    nc = await nats.connect(admin_api.settings.nats_url)
+    try:
+        report = await rebuild(admin_api.ctx.sessions, nc.jetstream(), batch_size=3)
+    finally:
+        await nc.close()
+    assert len(stalled) == 5  # every stream had a message and met the stall
+    assert report.applied == 10
     assert await _snapshot(admin_api) == before
 
 
