@@ -8,6 +8,7 @@ service reads carries its own prefix (``ORDERS_PORT``), set with ``env_prefix`` 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,13 @@ def require_secret(value: SecretStr | None, env_name: str) -> SecretStr:
             f"(make dev generates one in .local/secrets.env)"
         )
     return SecretStr(raw)
+
+
+def provider_is_real(base_url: str) -> bool:
+    """True when ``NOWPAYMENTS_BASE`` points at NOWPayments itself (production or sandbox), not
+    at our emulator: then the settings a real account needs are checked at start-up."""
+    host = (urlsplit(base_url.strip()).hostname or "").lower()
+    return host == "nowpayments.io" or host.endswith(".nowpayments.io")
 
 
 class InfraSettings(BaseSettings):

@@ -18,8 +18,13 @@ ORDERS_EVENTS = (
 
 # payments
 PAYMENT_STATUS_CHANGED = "payments.status_changed.v1"
-PAYMENTS_EVENTS = (PAYMENT_STATUS_CHANGED,)
+# Something about a payment that an operator must look at (late money, a child payment, an
+# amount discrepancy, an unknown status, a refund …). Added after v1: old consumers ignore it.
+PAYMENT_ATTENTION_RAISED = "payments.attention_raised.v1"
+PAYMENTS_EVENTS = (PAYMENT_STATUS_CHANGED, PAYMENT_ATTENTION_RAISED)
 CREATE_INVOICE = "payments.create_invoice"  # request-reply, not stored in a stream
+SETTLE_PAYMENT = "payments.settle"  # request-reply: an operator settles an order as paid
+ATTACH_PAYMENT = "payments.attach"  # request-reply: an operator attaches a provider payment
 
 # webhooks
 IPN_RECEIVED = "webhooks.ipn_received.v1"

@@ -47,7 +47,7 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
     for spec in (*STREAMS, DEAD_LETTER_STREAM):
         config = stream_config(spec, replicas=replicas)
         try:
-            await js.stream_info(spec.name)
+            info = await js.stream_info(spec.name)
         except NotFoundError:
             try:
                 await js.add_stream(config)
@@ -55,6 +55,12 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1) -> None:
                 continue
             except Exception:  # another process created it first; fall through to update
                 log.debug("stream_create_race", stream=spec.name)
+                info = await js.stream_info(spec.name)
+        # Subjects are only ever added: a service of the previous release, (re)starting beside
+        # a newer one, must not take a new subject out of the stream (its events would then
+        # be refused with "no responders" and the newer producer's outbox would stall).
+        known = list(info.config.subjects or [])
+        config.subjects = known + [s for s in config.subjects or [] if s not in known]
         await js.update_stream(config)
 
 
