@@ -74,6 +74,13 @@ class ProviderReport:
     outcome_amount: Decimal | None = None
     outcome_currency: str | None = None
     updated_at_ms: int | None = None
+    # A repeated deposit or wrong-asset deposit is a new provider payment naming its parent.
+    parent_payment_id: str | None = None
+    purchase_id: str | None = None
+    # Rate type decides the payment's lifetime: fixed-rate (and fee-paid-by-user) payments
+    # freeze the rate for 20 minutes, floating-rate ones wait 7 days for a deposit.
+    fixed_rate: bool | None = None
+    expires_at_ms: int | None = None  # the provider's expiration_estimate_date / valid_until
 
 
 @dataclass(frozen=True, slots=True)
