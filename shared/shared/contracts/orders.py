@@ -23,6 +23,8 @@ class OrderLine(BaseModel):
 
 class OrderEvent(Event):
     order_id: str
+    # Plain text, not a Literal: a consumer built before a new status (e.g. "refunded") still
+    # reads the event. Today only OrderRefunded carries "refunded".
     status: str
     version: int  # number of transitions so far; projections keep the highest
     email: str
@@ -60,3 +62,15 @@ class OrderExpired(OrderEvent):
 
 class OrderFulfilled(OrderEvent):
     SUBJECT: ClassVar[str] = subjects.ORDER_FULFILLED
+
+
+class OrderRefunded(OrderEvent):
+    """The payment of a paid order was refunded (by the provider or the merchant), before or
+    after delivery: the goods are withdrawn. ``status`` is ``"refunded"``, a value only this
+    event carries. Added after v1 on its own subject; consumers built before it never see it.
+    """
+
+    SUBJECT: ClassVar[str] = subjects.ORDER_REFUNDED
+    previous_status: str  # the order's status before the refund: "paid" or "fulfilled"
+    payment_id: str | None = None
+    reason: str = ""

@@ -7,6 +7,8 @@ ORDER_UNDERPAID = "orders.order_underpaid.v1"
 ORDER_FAILED = "orders.order_failed.v1"
 ORDER_EXPIRED = "orders.order_expired.v1"
 ORDER_FULFILLED = "orders.order_fulfilled.v1"
+# A paid (or delivered) order whose payment was refunded. Added after v1: old consumers ignore it.
+ORDER_REFUNDED = "orders.order_refunded.v1"
 ORDERS_EVENTS = (
     ORDER_CREATED,
     ORDER_PAID,
@@ -14,6 +16,7 @@ ORDERS_EVENTS = (
     ORDER_FAILED,
     ORDER_EXPIRED,
     ORDER_FULFILLED,
+    ORDER_REFUNDED,
 )
 
 # payments
