@@ -28,10 +28,16 @@ def settings_of(ctx: ServiceContext) -> PaymentsSettings:
 
 
 def build_client(settings: PaymentsSettings) -> NowPaymentsClient:
-    """Fails fast, naming the variable, when NOWPAYMENTS_API_KEY is missing or a placeholder."""
+    """Fails fast, naming the variable, when NOWPAYMENTS_API_KEY is missing or a placeholder, and,
+    against the real provider, naming every missing login variable and a callback URL the
+    provider cannot reach (``PaymentsSettings.require_ready_for_provider``)."""
+    settings.require_ready_for_provider()
     return NowPaymentsClient(
         base_url=settings.nowpayments_base,
         api_key=settings.api_key().get_secret_value(),
+        email=settings.nowpayments_email,
+        password=settings.nowpayments_password,
+        jwt_lifetime=settings.jwt_lifetime_seconds,
         timeout=settings.http_timeout,
         connect_timeout=settings.http_connect_timeout,
         read_retries=settings.read_retries,
