@@ -10,6 +10,7 @@ from shared.db import make_metadata
 from shared.messaging import InboxMixin, OutboxMixin
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Identity,
@@ -129,4 +130,74 @@ class PaymentTransition(Base):
     actually_paid: Mapped[Decimal | None] = mapped_column(Amount)
     provider_updated_at_ms: Mapped[int | None] = mapped_column(BigInteger)
     event_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))  # the IPN event
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ProviderPayment(Base):
+    """One provider payment counted towards an order's payment.
+
+    NOWPayments is final per provider payment, not per order: repeated deposits and wrong-asset
+    deposits are new payments naming their parent, and a customer who switches coin opens a
+    second payment on the same invoice. Each keeps its own forward-only status here; the
+    order's payment status (``payment.status``) is the verdict over all of them.
+    """
+
+    __tablename__ = "provider_payment"
+    __table_args__ = (
+        UniqueConstraint("provider_payment_id", name="uq_provider_payment_provider_payment_id"),
+        Index("ix_provider_payment_payment_id", "payment_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    payment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("payment.id"))
+    provider_payment_id: Mapped[str] = mapped_column(String(32))
+    parent_payment_id: Mapped[str | None] = mapped_column(String(32))
+    purchase_id: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(40))
+    price_amount: Mapped[Decimal | None] = mapped_column(Amount)
+    price_currency: Mapped[str | None] = mapped_column(String(10))
+    pay_amount: Mapped[Decimal | None] = mapped_column(Amount)
+    actually_paid: Mapped[Decimal | None] = mapped_column(Amount)
+    pay_currency: Mapped[str | None] = mapped_column(String(20))
+    outcome_amount: Mapped[Decimal | None] = mapped_column(Amount)
+    outcome_currency: Mapped[str | None] = mapped_column(String(20))
+    fixed_rate: Mapped[bool | None] = mapped_column(Boolean)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    provider_updated_at_ms: Mapped[int | None] = mapped_column(BigInteger)
+    attached_by: Mapped[str | None] = mapped_column(String(100))  # operator who attached it
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class PaymentAttention(Base):
+    """Situations already raised to operators (``payments.attention_raised.v1``): one row per
+    (payment, key), so a provider retrying the same IPN for days raises it once."""
+
+    __tablename__ = "payment_attention"
+    __table_args__ = (UniqueConstraint("payment_id", "key", name="uq_payment_attention_key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    payment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("payment.id"))
+    key: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PaymentAction(Base):
+    """Operator commands (settle, attach) by their ``action_id``: the same action twice acts
+    once and answers the first result."""
+
+    __tablename__ = "payment_action"
+
+    action_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    payment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("payment.id"))
+    order_id: Mapped[str] = mapped_column(String(64))
+    operator: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text)
+    provider_payment_id: Mapped[str | None] = mapped_column(String(32))
+    status_after: Mapped[str] = mapped_column(String(20))
+    changed: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -10,7 +10,13 @@ from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payments.models import Payment, PaymentTransition
+from payments.models import (
+    Payment,
+    PaymentAction,
+    PaymentAttention,
+    PaymentTransition,
+    ProviderPayment,
+)
 
 
 async def get(session: AsyncSession, payment_id: uuid.UUID) -> Payment | None:
@@ -46,11 +52,13 @@ async def find_for_report(
     provider_payment_id: str | None,
     invoice_id: str | None,
     order_id: str | None,
+    parent_payment_id: str | None = None,
     lock_if_ours: bool = False,
 ) -> tuple[Payment | None, str]:
     """The payment a provider report is about, and which key found it.
 
-    Most specific key first: a payment id we learned, then our invoice, then our order id
+    Most specific key first: a payment id we learned, its parent (a repeated deposit), then our
+    invoice, then our order id
     (the provider echoes it back; a payment made outside the invoice only has this one).
     With ``lock_if_ours`` a payment found by payment or invoice id comes row-locked (as from
     ``lock``); one found by order id never does: that row may still be held by the responder
@@ -67,6 +75,25 @@ async def find_for_report(
         found = await session.execute(by(Payment.provider_payment_id == provider_payment_id))
         if (payment := found.scalars().first()) is not None:
             return payment, "payment_id"
+        known = select(ProviderPayment.payment_id).where(
+            ProviderPayment.provider_payment_id == provider_payment_id
+        )
+        found = await session.execute(by(Payment.id.in_(known.scalar_subquery())))
+        if (payment := found.scalars().first()) is not None:
+            return payment, "payment_id"
+    if parent_payment_id:
+        # A repeated or wrong-asset deposit: a new payment id naming one we know.
+        parent = select(ProviderPayment.payment_id).where(
+            ProviderPayment.provider_payment_id == parent_payment_id
+        )
+        found = await session.execute(
+            by(
+                (Payment.provider_payment_id == parent_payment_id)
+                | Payment.id.in_(parent.scalar_subquery())
+            )
+        )
+        if (payment := found.scalars().first()) is not None:
+            return payment, "parent_payment_id"
     if invoice_id:
         found = await session.execute(by(Payment.invoice_id == invoice_id))
         if (payment := found.scalars().first()) is not None:
@@ -116,3 +143,69 @@ async def count_due(session: AsyncSession, *, now: datetime) -> int:
         .where(Payment.next_check_at.is_not(None), Payment.next_check_at <= now)
     )
     return int(result.scalar_one())
+
+
+# --- provider payments, attention, operator actions ---------------------------------------
+
+
+async def provider_payments(session: AsyncSession, payment_id: uuid.UUID) -> list[ProviderPayment]:
+    """Every provider payment of the order's payment (the caller holds the payment's lock)."""
+    result = await session.execute(
+        select(ProviderPayment)
+        .where(ProviderPayment.payment_id == payment_id)
+        .order_by(ProviderPayment.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(result.scalars().all())
+
+
+async def owner_of_provider_payment(
+    session: AsyncSession, provider_payment_id: str
+) -> uuid.UUID | None:
+    result = await session.execute(
+        select(ProviderPayment.payment_id).where(
+            ProviderPayment.provider_payment_id == provider_payment_id
+        )
+    )
+    owner = result.scalar_one_or_none()
+    if owner is not None:
+        return owner
+    result = await session.execute(
+        select(Payment.id).where(Payment.provider_payment_id == provider_payment_id)
+    )
+    return result.scalars().first()
+
+
+def add_provider_payment(session: AsyncSession, row: ProviderPayment) -> None:
+    session.add(row)
+
+
+async def claim_attention(
+    session: AsyncSession, *, payment_id: uuid.UUID, key: str, kind: str
+) -> bool:
+    """True the first time this (payment, key) is raised; False for every repeat."""
+    result = await session.execute(
+        insert(PaymentAttention)
+        .values(payment_id=payment_id, key=key[:120], kind=kind[:40])
+        .on_conflict_do_nothing(constraint="uq_payment_attention_key")
+        .returning(PaymentAttention.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def get_action(session: AsyncSession, action_id: uuid.UUID) -> PaymentAction | None:
+    return await session.get(PaymentAction, action_id)
+
+
+def add_action(session: AsyncSession, action: PaymentAction) -> None:
+    session.add(action)
+
+
+async def lock_by_order(session: AsyncSession, order_id: str) -> Payment | None:
+    result = await session.execute(
+        select(Payment)
+        .where(Payment.order_id == order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return result.scalar_one_or_none()

@@ -9,21 +9,25 @@ change.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
 from shared.contracts.payments import (
+    AttachPaymentRequest,
     CreateInvoiceReply,
     CreateInvoiceRequest,
+    PaymentActionReply,
+    PaymentAttentionRaised,
     PaymentStatus,
     PaymentStatusChanged,
+    SettlePaymentRequest,
     TransitionSource,
 )
 from shared.contracts.webhooks import IpnReceived
 from shared.messaging import NotYetVisibleError, add_to_outbox
-from shared.money import InvalidAmountError, to_decimal
+from shared.money import InvalidAmountError, amount_text, to_decimal
 from shared.observability import get_logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,9 +40,9 @@ from payments.client import (
     ProviderRejectedError,
     ProviderUnavailableError,
 )
-from payments.domain import Decision, Invoiced, ProviderReport
+from payments.domain import Decision, Invoiced, ProviderPaymentState, ProviderReport
 from payments.errors import OrderConflictError
-from payments.models import Outbox, Payment, PaymentTransition
+from payments.models import Outbox, Payment, PaymentAction, PaymentTransition, ProviderPayment
 from payments.settings import PaymentsSettings
 
 log = get_logger(__name__)
@@ -223,6 +227,202 @@ class Applied:
     version: int | None  # ledger position of the event published, if any
 
 
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The settings the transition path needs (kept small so tests can build one)."""
+
+    tolerance: Decimal = Decimal(0)  # fraction of pay_amount an underpayment may miss by
+    recheck_seconds: float = 300.0  # next poll of a payment that is live again
+
+    @classmethod
+    def of(cls, settings: PaymentsSettings) -> Rules:
+        return cls(settings.underpayment_tolerance, settings.poll_interval_seconds)
+
+
+def _state(row: ProviderPayment) -> ProviderPaymentState:
+    return ProviderPaymentState(
+        provider_payment_id=row.provider_payment_id,
+        status=row.status,
+        parent_payment_id=row.parent_payment_id,
+        price_amount=row.price_amount,
+        price_currency=row.price_currency,
+        pay_amount=row.pay_amount,
+        actually_paid=row.actually_paid,
+        pay_currency=row.pay_currency,
+        outcome_amount=row.outcome_amount,
+        outcome_currency=row.outcome_currency,
+        attached=row.attached_by is not None,
+    )
+
+
+async def _known_payments(session: AsyncSession, payment: Payment) -> list[ProviderPayment]:
+    """The order's provider payments; a payment recorded before provider payments were kept
+    (or by the previous release, during a rolling deploy) gets its one row from the payment."""
+    rows = await repository.provider_payments(session, payment.id)
+    legacy = payment.provider_payment_id
+    if legacy and all(r.provider_payment_id != legacy for r in rows):
+        status = payment.status if payment.status in domain.PROVIDER_STATUSES else "waiting"
+        row = ProviderPayment(
+            payment_id=payment.id,
+            provider_payment_id=legacy,
+            status=status,
+            price_amount=payment.price_amount,
+            price_currency=payment.price_currency,
+            pay_amount=payment.pay_amount,
+            actually_paid=payment.actually_paid,
+            pay_currency=payment.pay_currency,
+            outcome_amount=payment.outcome_amount,
+            outcome_currency=payment.outcome_currency,
+            provider_updated_at_ms=payment.provider_updated_at_ms,
+        )
+        repository.add_provider_payment(session, row)
+        rows.insert(0, row)
+    return rows
+
+
+def _take_report(row: ProviderPayment, report: ProviderReport) -> None:
+    row.status = report.status
+    for name in (
+        "price_amount",
+        "price_currency",
+        "pay_amount",
+        "actually_paid",
+        "pay_currency",
+        "outcome_amount",
+        "outcome_currency",
+        "parent_payment_id",
+        "purchase_id",
+    ):
+        value = getattr(report, name)
+        if value is not None:
+            setattr(row, name, value)
+    if report.fixed_rate is not None:
+        row.fixed_rate = report.fixed_rate
+    if report.expires_at_ms is not None:
+        row.expires_at = datetime.fromtimestamp(report.expires_at_ms / 1000, UTC)
+    if report.updated_at_ms is not None:
+        row.provider_updated_at_ms = report.updated_at_ms
+
+
+async def raise_attention(
+    session: AsyncSession,
+    payment: Payment,
+    *,
+    kind: str,
+    key: str,
+    detail: str,
+    report: ProviderReport | None = None,
+    row: ProviderPayment | None = None,
+    causation: uuid.UUID | None = None,
+) -> bool:
+    """Publish ``payments.attention_raised.v1`` the first time (payment, key) is seen."""
+    if not await repository.claim_attention(session, payment_id=payment.id, key=key, kind=kind):
+        return False
+    envelope: dict[str, str] = {}
+    if payment.correlation_id:
+        envelope["correlation_id"] = payment.correlation_id
+    if causation is not None:
+        envelope["causation_id"] = str(causation)
+    await add_to_outbox(
+        session,
+        Outbox,
+        PaymentAttentionRaised(
+            payment_id=payment.id,
+            order_id=payment.order_id,
+            kind=kind,
+            key=key[:120],
+            detail=detail[:500],
+            provider_payment_id=(row.provider_payment_id if row else None)
+            or (report.payment_id if report else None),
+            parent_payment_id=row.parent_payment_id if row else None,
+            provider_status=(report.status[:40] if report else None),
+            payment_status=payment.status,
+            amount=(row.actually_paid if row else None)
+            or (report.actually_paid if report else None),
+            currency=(row.pay_currency if row else None)
+            or (report.pay_currency if report else None),
+            **envelope,
+        ),
+    )
+    log.warning(
+        "payment_needs_attention", payment_id=str(payment.id), kind=kind, detail=detail[:200]
+    )
+    return True
+
+
+async def _attention_for_report(
+    session: AsyncSession,
+    payment: Payment,
+    row: ProviderPayment,
+    rows: list[ProviderPayment],
+    report: ProviderReport,
+    *,
+    closed_before: str,
+    event_id: uuid.UUID | None,
+) -> None:
+    """What an operator must see about a provider payment that just moved."""
+    ppid = row.provider_payment_id
+    status = row.status
+    if row.parent_payment_id and status in domain.CREDITED:
+        parent = next((r for r in rows if r.provider_payment_id == row.parent_payment_id), None)
+        wrong = parent is not None and domain.is_wrong_asset(_state(row), _state(parent))
+        kind = "wrong_asset" if wrong else "child_payment"
+        what = "wrong-asset deposit" if wrong else "repeated deposit"
+        await raise_attention(
+            session,
+            payment,
+            kind=kind,
+            key=f"{kind}:{ppid}",
+            detail=f"{what} {ppid} of payment {row.parent_payment_id}: "
+            f"{amount_text(row.actually_paid or Decimal(0))} {row.pay_currency or ''} {status}",
+            report=report,
+            row=row,
+            causation=event_id,
+        )
+    if status == "cancelled":
+        await raise_attention(
+            session,
+            payment,
+            kind="cancelled",
+            key=f"cancelled:{ppid}",
+            detail=f"provider payment {ppid} cancelled by the merchant",
+            report=report,
+            row=row,
+            causation=event_id,
+        )
+    if status in domain.MONEY and closed_before in ("expired", "failed", "mismatch", "refunded"):
+        await raise_attention(
+            session,
+            payment,
+            kind="late_money",
+            key=f"late_money:{ppid}",
+            detail=f"money ({status}) for an order whose payment was already {closed_before}",
+            report=report,
+            row=row,
+            causation=event_id,
+        )
+    other_paid = any(
+        r.status == "finished" and r.provider_payment_id != ppid and r.parent_payment_id is None
+        for r in rows
+    )
+    if (
+        status in domain.CREDITED
+        and row.parent_payment_id is None
+        and closed_before == "finished"
+        and other_paid
+    ):
+        await raise_attention(
+            session,
+            payment,
+            kind="late_money",
+            key=f"paid_twice:{ppid}",
+            detail=f"a second payment ({ppid}, {status}) for an order already paid: refund it?",
+            report=report,
+            row=row,
+            causation=event_id,
+        )
+
+
 async def apply_report(
     session: AsyncSession,
     payment: Payment,
@@ -233,29 +433,59 @@ async def apply_report(
     correlation_id: str | None = None,
     note: str | None = None,
     record_duplicates: bool = True,
+    rules: Rules | None = None,
+    attached_by: str | None = None,
 ) -> Applied:
-    """Decide, append to the ledger, update the payment and stage the event — one transaction.
+    """One provider report: move its provider payment, then the order's verdict over all of
+    them — ledger, payment and event in the caller's transaction.
 
-    ``payment`` must be row-locked by the caller (``repository.lock``).
+    ``payment`` must be row-locked by the caller (``repository.lock``): every provider payment
+    of the order changes under that lock, so the ledger stays gap-free.
     """
-    decision = domain.decide(
-        payment.status, Invoiced(payment.price_amount, payment.price_currency), report
-    )
-    reason = f"{decision.reason}; {note}" if note else decision.reason
-    # Learn the provider's payment id from the first report that names it: the poller needs it.
-    if report.payment_id and payment.provider_payment_id is None:
-        payment.provider_payment_id = report.payment_id
-    if not decision.applied:
-        if not record_duplicates and report.status == payment.status:
-            return Applied(decision, recorded=False, version=None)
+    rules = rules or Rules()
+    ppid = report.payment_id
+    if not ppid:
+        decision = Decision(payment.status, payment.status, False, "report without payment_id")
         _append(
             session,
             payment,
             source=source,
             outcome="ignored",
             reported=report.status,
-            previous=decision.previous,
-            reason=reason,
+            previous=payment.status,
+            reason=decision.reason,
+            report=report,
+            event_id=event_id,
+        )
+        return Applied(decision, recorded=True, version=None)
+    if payment.provider_payment_id is None:  # the first provider payment we hear of
+        payment.provider_payment_id = ppid
+    rows = await _known_payments(session, payment)
+    row = next((r for r in rows if r.provider_payment_id == ppid), None)
+    applies, step_reason = domain.step_provider_payment(row.status if row else None, report.status)
+    if not applies:
+        decision = Decision(payment.status, payment.status, False, step_reason)
+        if report.status not in domain.PROVIDER_STATUSES:
+            await raise_attention(
+                session,
+                payment,
+                kind="unknown_status",
+                key=f"unknown_status:{ppid}:{report.status[:40]}",
+                detail=f"provider payment {ppid} reports unknown status {report.status[:40]!r}",
+                report=report,
+                causation=event_id,
+            )
+        if not record_duplicates and row is not None and report.status == row.status:
+            return Applied(decision, recorded=False, version=None)
+        reason = f"{step_reason} (provider payment {ppid})"
+        _append(
+            session,
+            payment,
+            source=source,
+            outcome="ignored",
+            reported=report.status,
+            previous=payment.status,
+            reason=f"{reason}; {note}" if note else reason,
             report=report,
             event_id=event_id,
         )
@@ -265,17 +495,47 @@ async def apply_report(
             reported=report.status,
             status=payment.status,
             source=source,
-            reason=decision.reason,
+            reason=step_reason,
         )
         return Applied(decision, recorded=True, version=None)
 
-    payment.status = decision.status
-    _take_amounts(payment, report)
-    payment.surplus = decision.surplus
-    payment.shortfall = decision.shortfall
-    if decision.is_final:
-        payment.final_at = utcnow()
-        payment.next_check_at = None
+    if row is None:
+        row = ProviderPayment(payment_id=payment.id, provider_payment_id=ppid, status="")
+        row.attached_by = attached_by
+        repository.add_provider_payment(session, row)
+        rows.append(row)
+    _take_report(row, report)
+    closed_before = payment.status
+    await _attention_for_report(
+        session, payment, row, rows, report, closed_before=closed_before, event_id=event_id
+    )
+    invoiced = Invoiced(payment.price_amount, payment.price_currency)
+    target = domain.verdict(invoiced, [_state(r) for r in rows], tolerance=rules.tolerance)
+    if target is None:
+        decision = Decision(payment.status, payment.status, False, "no verdict yet")
+    else:
+        decision = domain.step_order_payment(payment.status, target)
+    reason = f"{step_reason} (provider payment {ppid}); {decision.reason}"
+    if note:
+        reason = f"{reason}; {note}"
+    if not decision.applied:
+        # The provider payment moved (kept in provider_payment) but the order's payment did
+        # not: recorded, nothing published.
+        _append(
+            session,
+            payment,
+            source=source,
+            outcome="applied",
+            reported=report.status,
+            previous=payment.status,
+            reason=reason,
+            report=report,
+            event_id=event_id,
+        )
+        return Applied(decision, recorded=True, version=None)
+
+    assert target is not None
+    version = _enter(session, payment, decision, target, rules, source=source)
     version = _append(
         session,
         payment,
@@ -287,6 +547,39 @@ async def apply_report(
         report=report,
         event_id=event_id,
     )
+    if target.discrepancy and target.deciding is not None:
+        await raise_attention(
+            session,
+            payment,
+            kind="amount_discrepancy",
+            key=f"amount_discrepancy:{target.deciding.provider_payment_id}",
+            detail=target.discrepancy,
+            report=report,
+            row=row,
+            causation=event_id,
+        )
+    if decision.status == "refunded" and decision.previous == "finished":
+        await raise_attention(
+            session,
+            payment,
+            kind="refunded",
+            key=f"refunded:{ppid}",
+            detail=f"provider payment {ppid} refunded after the order was paid",
+            report=report,
+            row=row,
+            causation=event_id,
+        )
+    if decision.status == "mismatch":
+        await raise_attention(
+            session,
+            payment,
+            kind="price_mismatch",
+            key=f"price_mismatch:{ppid}",
+            detail=decision.reason,
+            report=report,
+            row=row,
+            causation=event_id,
+        )
     await add_to_outbox(
         session,
         Outbox,
@@ -297,6 +590,7 @@ async def apply_report(
             version=version,
             reason=reason,
             provider_status=report.status,
+            provider_payment_id=target.deciding.provider_payment_id if target.deciding else ppid,
             causation=event_id,
             correlation_id=correlation_id,
         ),
@@ -313,19 +607,47 @@ async def apply_report(
     return Applied(decision, recorded=True, version=version)
 
 
-def _take_amounts(payment: Payment, report: ProviderReport) -> None:
-    for name in (
-        "pay_amount",
-        "actually_paid",
-        "pay_currency",
-        "outcome_amount",
-        "outcome_currency",
-    ):
-        value = getattr(report, name)
-        if value is not None:
-            setattr(payment, name, value)
-    if report.updated_at_ms is not None:
-        payment.provider_updated_at_ms = report.updated_at_ms
+def _enter(
+    session: AsyncSession,
+    payment: Payment,
+    decision: Decision,
+    target: domain.Verdict,
+    rules: Rules,
+    *,
+    source: TransitionSource,
+) -> int:
+    """Put the verdict on the payment row (amounts of the payment that decided it)."""
+    payment.status = decision.status
+    deciding = target.deciding
+    if deciding is not None:
+        for name in ("pay_amount", "pay_currency", "outcome_amount", "outcome_currency"):
+            value = getattr(deciding, name)
+            if value is not None:
+                setattr(payment, name, value)
+        paid = target.credited if target.credited is not None else deciding.actually_paid
+        if paid is not None:
+            payment.actually_paid = paid
+    payment.surplus = decision.surplus
+    payment.shortfall = decision.shortfall
+    _schedule_after(payment, decision.status, rules)
+    return payment.ledger_seq
+
+
+def _schedule_after(payment: Payment, status: str, rules: Rules) -> None:
+    """When the poller looks again. Paid, refunded or mismatched: never. Partially paid: keep
+    looking (a top-up to the same address completes it, and its IPN may get lost). Expired or
+    failed: no (late money comes with its IPNs). Live again after a close: yes."""
+    now = utcnow()
+    if domain.is_final(status):
+        payment.final_at = now
+        if status != "partially_paid":
+            payment.next_check_at = None
+        elif payment.next_check_at is None:
+            payment.next_check_at = now + timedelta(seconds=rules.recheck_seconds)
+    else:
+        payment.final_at = None
+        if payment.next_check_at is None:
+            payment.next_check_at = now + timedelta(seconds=rules.recheck_seconds)
 
 
 def _status_event(
@@ -338,6 +660,7 @@ def _status_event(
     provider_status: str | None,
     causation: uuid.UUID | None,
     correlation_id: str | None,
+    provider_payment_id: str | None = None,
 ) -> PaymentStatusChanged:
     envelope: dict[str, str] = {}
     # The purchase's correlation id (from orders' request) ties this event to the order.
@@ -351,7 +674,7 @@ def _status_event(
         payment_id=payment.id,
         order_id=payment.order_id,
         provider=payment.provider,
-        provider_payment_id=payment.provider_payment_id,
+        provider_payment_id=provider_payment_id or payment.provider_payment_id,
         invoice_id=payment.invoice_id,
         previous_status=previous,
         status=status,
@@ -392,6 +715,24 @@ def _id_text(value: object) -> str | None:
     return text or None
 
 
+def _epoch_ms(value: object) -> int | None:
+    """The provider's ``updated_at``: epoch ms in IPNs, ISO text in older IPNs and the API."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
 def report_from_ipn(event: IpnReceived) -> ProviderReport:
     """The typed fields the gateway extracted, falling back to the raw payload (numbers as
     text) for anything it left out."""
@@ -404,8 +745,8 @@ def report_from_ipn(event: IpnReceived) -> ProviderReport:
         return typed if typed is not None else _id_text(raw.get(name))
 
     updated = event.provider_updated_at
-    if updated is None and str(raw.get("updated_at", "")).isdigit():
-        updated = int(str(raw["updated_at"]))
+    if updated is None:
+        updated = _epoch_ms(raw.get("updated_at"))
     return ProviderReport(
         status=event.payment_status,
         payment_id=text("payment_id", event.payment_id),
@@ -419,7 +760,13 @@ def report_from_ipn(event: IpnReceived) -> ProviderReport:
         outcome_amount=amount("outcome_amount", event.outcome_amount),
         outcome_currency=text("outcome_currency", event.outcome_currency),
         updated_at_ms=updated,
+        parent_payment_id=_id_text(raw.get("parent_payment_id")),
+        purchase_id=_id_text(raw.get("purchase_id")),
     )
+
+
+def _needs_confirmation(report: ProviderReport, settings: PaymentsSettings) -> bool:
+    return settings.confirm_final_with_provider and report.status in domain.PROVIDER_FINAL
 
 
 async def handle_ipn(
@@ -437,14 +784,14 @@ async def handle_ipn(
     report = report_from_ipn(event)
     # A final status is confirmed with the provider first, an HTTP call made without holding
     # the row lock (duplicates of it would queue behind the call); anything else is locked at
-    # lookup, which saves re-reading the row. (The rare non-final report that still needs the
-    # provider's word — a price mismatch — keeps that lock through the call.)
-    confirming = settings.confirm_final_with_provider and domain.is_final(report.status)
+    # lookup, which saves re-reading the row.
+    confirming = _needs_confirmation(report, settings)
     payment, found_by = await repository.find_for_report(
         session,
         provider_payment_id=report.payment_id,
         invoice_id=report.invoice_id,
         order_id=report.order_id,
+        parent_payment_id=report.parent_payment_id,
         lock_if_ours=not confirming,
     )
     if payment is None:
@@ -460,32 +807,13 @@ async def handle_ipn(
         )
     note = _replay_note(event)
     locked_at_lookup = not confirming and found_by != "order_id"
-    foreign = (
+    other_invoice = (
         found_by == "order_id" and report.invoice_id and report.invoice_id != payment.invoice_id
     )
-    if foreign:
-        locked = await repository.lock(session, payment.id)
-        assert locked is not None
-        _append(
-            session,
-            locked,
-            source="ipn",
-            outcome="ignored",
-            reported=report.status,
-            previous=locked.status,
-            report=report,
-            event_id=event.event_id,
-            reason=f"IPN for invoice {report.invoice_id}, not ours ({locked.invoice_id})",
-        )
-        log.warning("ipn_foreign_invoice", payment_id=str(locked.id))
-        return None
 
-    preview = domain.decide(
-        payment.status, Invoiced(payment.price_amount, payment.price_currency), report
-    )
-    if preview.applied and preview.is_final and settings.confirm_final_with_provider:
+    if confirming:
         confirmed = await _confirm(client, report, payment, settings)
-        if isinstance(confirmed, str):
+        if isinstance(confirmed, Unconfirmed):
             locked = await repository.lock(session, payment.id)
             assert locked is not None
             _append(
@@ -495,19 +823,46 @@ async def handle_ipn(
                 outcome="ignored",
                 reported=report.status,
                 previous=locked.status,
-                reason=confirmed,
+                reason=confirmed.reason,
                 report=report,
                 event_id=event.event_id,
             )
+            if confirmed.kind is not None:
+                await raise_attention(
+                    session,
+                    locked,
+                    kind=confirmed.kind,
+                    key=f"{confirmed.kind}:{report.payment_id}",
+                    detail=confirmed.reason,
+                    report=report,
+                    causation=event.event_id,
+                )
+                # The poller asks again later: a refusal may be our configuration, not the money.
+                if locked.next_check_at is None:
+                    locked.next_check_at = utcnow() + timedelta(
+                        seconds=settings.poll_interval_seconds
+                    )
             return None
         report = confirmed
-        note = "; ".join(filter(None, [f"confirmed by GET /payment ({report.status})", note]))
+        note = "; ".join(filter(None, ["confirmed with the provider", note]))
 
     if locked_at_lookup:
         locked = payment
     else:
         locked = await repository.lock(session, payment.id)  # re-read: another IPN may have won
         assert locked is not None
+    if other_invoice:
+        # Money for our order on another invoice (an earlier attempt's orphan invoice, a payment
+        # made outside our invoice): counted like any other, and shown to an operator.
+        await raise_attention(
+            session,
+            locked,
+            kind="other_invoice",
+            key=f"other_invoice:{report.payment_id}",
+            detail=f"IPN for invoice {report.invoice_id}, not ours ({locked.invoice_id})",
+            report=report,
+            causation=event.event_id,
+        )
     return await apply_report(
         session,
         locked,
@@ -516,6 +871,7 @@ async def handle_ipn(
         event_id=event.event_id,
         correlation_id=event.correlation_id,
         note=note,
+        rules=Rules.of(settings),
     )
 
 
@@ -527,27 +883,55 @@ def _replay_note(event: IpnReceived) -> str | None:
     return f"replay{who}{why}"[:300]
 
 
+@dataclass(frozen=True, slots=True)
+class Unconfirmed:
+    """Why a final status cannot be acted on; ``kind`` set when an operator must look."""
+
+    reason: str
+    kind: str | None = None
+
+
+def _with_ipn_details(truth: ProviderReport, ipn: ProviderReport) -> ProviderReport:
+    """The provider's answer, with what only the IPN carried (the API may omit them)."""
+    return replace(
+        truth,
+        parent_payment_id=truth.parent_payment_id or ipn.parent_payment_id,
+        purchase_id=truth.purchase_id or ipn.purchase_id,
+        invoice_id=truth.invoice_id or ipn.invoice_id,
+        updated_at_ms=truth.updated_at_ms or ipn.updated_at_ms,
+    )
+
+
 async def _confirm(
     client: NowPaymentsClient,
     report: ProviderReport,
     payment: Payment,
     settings: PaymentsSettings,
-) -> ProviderReport | str:
-    """The provider's own answer for a final status, or why it cannot be acted on (a str)."""
+) -> ProviderReport | Unconfirmed:
+    """The provider's own answer for a final status, or why it cannot be acted on."""
     if not report.payment_id:
-        return "final status without payment_id: cannot confirm with the provider"
+        return Unconfirmed("final status without payment_id: cannot confirm with the provider")
     try:
         truth = await client.get_payment(report.payment_id)
     except ProviderNotFoundError as exc:
-        return f"provider does not confirm payment {report.payment_id}: {exc.code}"
+        return Unconfirmed(f"provider does not confirm payment {report.payment_id}: {exc.code}")
     except ProviderUnavailableError as exc:
         raise NotYetVisibleError(
             f"provider cannot confirm payment {report.payment_id} now: {exc.code}",
             retry_after=settings.provider_unavailable_retry_seconds,
         ) from exc
+    except ProviderError as exc:
+        # 400/401/403 …: asking again will not help until someone fixes it (a wrong API key,
+        # a payment of another account). Reported, not retried into the dead-letter stream.
+        return Unconfirmed(
+            f"provider refused GET /payment/{report.payment_id}: {exc.code} {exc.message}"[:500],
+            kind="provider_refused",
+        )
     if truth.order_id and truth.order_id != payment.order_id:
-        return f"provider payment {truth.payment_id} belongs to order {truth.order_id[:64]}"
-    return truth.report()
+        return Unconfirmed(
+            f"provider payment {truth.payment_id} belongs to order {truth.order_id[:64]}"
+        )
+    return _with_ipn_details(truth.report(), report)
 
 
 # --- reconciliation -----------------------------------------------------------------------
@@ -562,6 +946,7 @@ class Claimed:
     invoice_id: str | None
     provider_payment_id: str | None
     invoice_expires_at: datetime | None
+    live_payment_ids: tuple[str, ...] = ()  # provider payments not final yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,6 +955,7 @@ class PollResult:
     report: ProviderReport | None = None
     reason: str = ""
     error_code: str | None = None
+    reports: tuple[ProviderReport, ...] = ()  # every provider payment found (report included)
 
 
 async def claim_due(
@@ -584,6 +970,8 @@ async def claim_due(
         )
         payment.checks_done += 1
         payment.last_checked_at = now
+        known = await repository.provider_payments(session, payment.id)
+        live = tuple(r.provider_payment_id for r in known if r.status not in domain.PROVIDER_FINAL)
         claimed.append(
             Claimed(
                 payment.id,
@@ -591,49 +979,67 @@ async def claim_due(
                 payment.invoice_id,
                 payment.provider_payment_id,
                 payment.invoice_expires_at,
+                live,
             )
         )
     return claimed
 
 
+def _poll_result(reports: list[ProviderReport]) -> PollResult:
+    picked = domain.pick_payment(reports)
+    if picked is None:
+        return PollResult("nothing")
+    return PollResult("report", picked, reports=tuple(reports))
+
+
 async def check_with_provider(
     client: NowPaymentsClient, claimed: Claimed, settings: PaymentsSettings, *, now: datetime
 ) -> PollResult:
-    """Ask the provider where a payment stands. No database access: runs between transactions."""
+    """Ask the provider where a payment stands. No database access: runs between transactions.
+
+    The invoice's payment list (it needs the JWT) finds every payment of the invoice, also the
+    ones whose IPNs all got lost; known payments are also asked one by one when the list is
+    refused or lists nothing.
+    """
     grace = timedelta(seconds=settings.expiry_grace_seconds)
     overdue = domain.invoice_overdue(claimed.invoice_expires_at, grace, now)
+    reports: list[ProviderReport] = []
     try:
-        if claimed.provider_payment_id:
-            payment = await client.get_payment(claimed.provider_payment_id)
-            return PollResult("report", payment.report())
         if settings.poll_lookup_by_invoice and claimed.invoice_id:
             try:
                 found = await client.payments_for_invoice(claimed.invoice_id)
             except ProviderRejectedError as exc:
-                # The real list endpoint wants a JWT: without it, only the lifetime tells.
-                log.info("invoice_lookup_refused", code=exc.code)
+                # Without working JWT credentials the list is refused: known ids still work.
+                log.warning("invoice_lookup_refused", code=exc.code)
             else:
-                picked = domain.pick_payment([p.report() for p in found])
-                if picked is not None:
-                    return PollResult("report", picked)
-                if overdue:
-                    return PollResult(
-                        "expire", reason="invoice expired without a payment (provider lists none)"
-                    )
-                return PollResult("nothing")
+                reports = [p.report() for p in found]
+        listed = {r.payment_id for r in reports}
+        ask = [
+            pid
+            for pid in dict.fromkeys([*claimed.live_payment_ids, claimed.provider_payment_id])
+            if pid and pid not in listed
+        ]
+        for pid in ask:
+            payment = await client.get_payment(pid)
+            reports.append(payment.report())
     except ProviderError as exc:
         return PollResult("error", reason=exc.message, error_code=exc.code)
+    if reports:
+        return _poll_result(reports)
     if overdue and claimed.provider_payment_id is None:
         return PollResult("expire", reason="invoice lifetime passed and no payment ever reported")
     return PollResult("nothing")
 
 
 async def apply_poll_result(
-    session: AsyncSession, payment_id: uuid.UUID, result: PollResult
+    session: AsyncSession,
+    payment_id: uuid.UUID,
+    result: PollResult,
+    settings: PaymentsSettings | None = None,
 ) -> Applied | None:
     payment = await repository.lock(session, payment_id)
-    if payment is None or domain.is_final(payment.status):
-        return None  # settled meanwhile (an IPN won the race): nothing to add
+    if payment is None:
+        return None
     if result.kind == "error":
         payment.last_error_code = result.error_code
         payment.last_error = result.reason
@@ -641,13 +1047,21 @@ async def apply_poll_result(
     if result.kind == "nothing":
         return None
     if result.kind == "expire":
+        if domain.is_final(payment.status):
+            return None  # settled meanwhile (an IPN won the race): nothing to add
         decision = domain.expired_decision(payment.status, result.reason)
         report = ProviderReport(status="expired")
         return await _apply_local(session, payment, decision, report, source="poll")
-    assert result.report is not None
-    return await apply_report(
-        session, payment, result.report, source="poll", record_duplicates=False
-    )
+    rules = Rules.of(settings) if settings is not None else Rules()
+    reports = result.reports or ((result.report,) if result.report else ())
+    last: Applied | None = None
+    for report in reports:
+        applied = await apply_report(
+            session, payment, report, source="poll", record_duplicates=False, rules=rules
+        )
+        if applied.version is not None or last is None:
+            last = applied
+    return last
 
 
 async def _apply_local(
@@ -657,8 +1071,10 @@ async def _apply_local(
     report: ProviderReport,
     *,
     source: TransitionSource,
+    event_id: uuid.UUID | None = None,
 ) -> Applied:
-    """A transition we decide ourselves (expiry), through the same ledger and event."""
+    """A transition we decide ourselves (expiry, an operator), through the same ledger and
+    event."""
     if not decision.applied:
         _append(
             session,
@@ -693,7 +1109,7 @@ async def _apply_local(
             version=version,
             reason=decision.reason,
             provider_status=None,
-            causation=None,
+            causation=event_id,
             correlation_id=None,
         ),
     )
@@ -706,3 +1122,166 @@ async def _apply_local(
         version=version,
     )
     return Applied(decision, recorded=True, version=version)
+
+
+# --- operator actions ---------------------------------------------------------------------
+
+
+def action_reply(action: PaymentAction) -> PaymentActionReply:
+    return PaymentActionReply(
+        ok=True,
+        payment_id=str(action.payment_id),
+        status=action.status_after,
+        changed=action.changed,
+    )
+
+
+def action_error(code: str, message: str, *, retryable: bool = False) -> PaymentActionReply:
+    return PaymentActionReply(
+        ok=False, error_code=code, error_message=message[:500], retryable=retryable
+    )
+
+
+def _record_action(
+    session: AsyncSession,
+    payment: Payment,
+    *,
+    kind: str,
+    action_id: uuid.UUID,
+    operator: str,
+    reason: str,
+    changed: bool,
+    provider_payment_id: str | None = None,
+) -> PaymentAction:
+    action = PaymentAction(
+        action_id=action_id,
+        kind=kind,
+        payment_id=payment.id,
+        order_id=payment.order_id,
+        operator=operator,
+        reason=reason,
+        provider_payment_id=provider_payment_id,
+        status_after=payment.status,
+        changed=changed,
+    )
+    repository.add_action(session, action)
+    return action
+
+
+async def settle(session: AsyncSession, request: SettlePaymentRequest) -> PaymentActionReply:
+    """An operator settles the order's payment as paid: the normal flow (order paid →
+    fulfillment) follows from the ``finished`` event. Exactly once per action and per order."""
+    done = await repository.get_action(session, request.action_id)
+    if done is not None:
+        return action_reply(done)
+    payment = await repository.lock_by_order(session, request.order_id)
+    if payment is None:
+        return action_error("payment_not_found", f"no payment for order {request.order_id}")
+    if payment.status == "refunded":
+        return action_error("refunded", "the payment was refunded: settle it with the customer")
+    changed = payment.status != "finished"
+    if changed:
+        decision = Decision(
+            previous=payment.status,
+            status="finished",
+            applied=True,
+            reason=f"settled as paid by operator {request.operator}: {request.reason}"[:500],
+        )
+        await _apply_local(session, payment, decision, ProviderReport("finished"), source="admin")
+        await raise_attention(
+            session,
+            payment,
+            kind="settled_by_operator",
+            key=f"settled:{request.action_id}",
+            detail=decision.reason,
+        )
+    log.info(
+        "payment_settled_by_operator",
+        order_id=payment.order_id,
+        operator=request.operator[:100],
+        changed=changed,
+    )
+    return action_reply(
+        _record_action(
+            session,
+            payment,
+            kind="settle",
+            action_id=request.action_id,
+            operator=request.operator,
+            reason=request.reason,
+            changed=changed,
+        )
+    )
+
+
+async def attach_precheck(
+    session: AsyncSession, request: AttachPaymentRequest
+) -> PaymentActionReply | None:
+    """An answer without asking the provider (a repeat, an unknown order), or None."""
+    done = await repository.get_action(session, request.action_id)
+    if done is not None:
+        return action_reply(done)
+    payment = await repository.get_by_order(session, request.order_id)
+    if payment is None:
+        return action_error("payment_not_found", f"no payment for order {request.order_id}")
+    return None
+
+
+async def attach(
+    session: AsyncSession,
+    request: AttachPaymentRequest,
+    truth: ProviderReport,
+    settings: PaymentsSettings,
+) -> PaymentActionReply:
+    """Count a provider payment (as the provider reports it now) towards the order."""
+    done = await repository.get_action(session, request.action_id)
+    if done is not None:
+        return action_reply(done)
+    payment = await repository.lock_by_order(session, request.order_id)
+    if payment is None:
+        return action_error("payment_not_found", f"no payment for order {request.order_id}")
+    ppid = request.provider_payment_id
+    owner = await repository.owner_of_provider_payment(session, ppid)
+    if owner is not None and owner != payment.id:
+        return action_error(
+            "belongs_to_other_order", f"provider payment {ppid} already counts for another order"
+        )
+    if truth.order_id and truth.order_id != payment.order_id:
+        other = await repository.get_by_order(session, truth.order_id)
+        if other is not None:
+            return action_error(
+                "belongs_to_other_order",
+                f"provider payment {ppid} was made for our order {truth.order_id[:64]}",
+            )
+    changed = owner is None
+    if changed:
+        note = f"attached by operator {request.operator}: {request.reason}"[:500]
+        await apply_report(
+            session,
+            payment,
+            replace(truth, payment_id=ppid, parent_payment_id=None),
+            source="admin",
+            note=note,
+            rules=Rules.of(settings),
+            attached_by=request.operator[:100],
+        )
+        await raise_attention(
+            session,
+            payment,
+            kind="attached_by_operator",
+            key=f"attached:{ppid}",
+            detail=note,
+            report=truth,
+        )
+    return action_reply(
+        _record_action(
+            session,
+            payment,
+            kind="attach",
+            action_id=request.action_id,
+            operator=request.operator,
+            reason=request.reason,
+            changed=changed,
+            provider_payment_id=ppid,
+        )
+    )

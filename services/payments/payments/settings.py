@@ -4,6 +4,7 @@ knobs (``PAYMENTS_`` prefix)."""
 from __future__ import annotations
 
 import ipaddress
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -101,7 +102,14 @@ class PaymentsSettings(ServiceSettings):
     # GET /payment/?invoiceId= finds a payment whose IPNs all got lost. The real endpoint also
     # wants a JWT; when the provider refuses it we fall back to expiring after the lifetime.
     poll_lookup_by_invoice: bool = True
-    invoice_lifetime_seconds: float = Field(default=20 * 60.0, gt=0)
+    # A floating-rate NOWPayments payment waits 7 days for a deposit ("expired - the user
+    # didn't send the funds … in the 7 days time window", Postman collection, Create payment);
+    # only fixed-rate / fee-paid-by-user ones freeze the rate for 20 minutes. We create
+    # floating-rate invoices, so an order waits as long as the provider's payment can be paid.
+    invoice_lifetime_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Repeated deposits are summed against what the original payment asked for; a sum short by
+    # at most this fraction of pay_amount counts as paid (0 = exact, the default).
+    underpayment_tolerance: Decimal = Field(default=Decimal(0), ge=0, lt=1)
     # Extra wait past the provider's invoice expiry before we call an invoice without any known
     # payment expired: a payment started in the last second still gets its IPNs through.
     expiry_grace_seconds: float = Field(default=600.0, ge=0)
