@@ -28,15 +28,19 @@ class OrderStatus(StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     FULFILLED = "fulfilled"
+    # The payment of a paid order was refunded: the goods are withdrawn. Only OrderRefunded
+    # carries this value, so no consumer of the older events ever reads it.
+    REFUNDED = "refunded"
 
 
 OPEN_STATUSES = frozenset({OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT})
 CHECKOUT_STATUSES = OPEN_STATUSES
 
 # Forward only: nothing returns to created/awaiting_payment, paid is entered at most once and
-# fulfilled is the end. The edges out of expired/failed/underpaid are deliberate: payments
-# reporting money received (a late payment after our clock gave up, a second attempt on the
-# hosted page after a failed one, a settled underpayment) still buys the goods.
+# refunded is the end. The edges out of expired/failed/underpaid are deliberate: payments
+# reporting money received (a late payment after our clock or the provider's gave up, a second
+# attempt on the hosted page after a failed one, a top-up of an underpayment) still buys the
+# goods. paid/fulfilled → refunded: the money went back, so the goods are withdrawn.
 _ALLOWED: Mapping[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.CREATED: frozenset(
         {
@@ -52,10 +56,14 @@ _ALLOWED: Mapping[OrderStatus, frozenset[OrderStatus]] = {
     ),
     OrderStatus.UNDERPAID: frozenset({OrderStatus.PAID}),
     OrderStatus.EXPIRED: frozenset({OrderStatus.PAID, OrderStatus.UNDERPAID}),
-    OrderStatus.PAID: frozenset({OrderStatus.FULFILLED}),
+    OrderStatus.PAID: frozenset({OrderStatus.FULFILLED, OrderStatus.REFUNDED}),
     OrderStatus.FAILED: frozenset({OrderStatus.PAID, OrderStatus.UNDERPAID}),
-    OrderStatus.FULFILLED: frozenset(),
+    OrderStatus.FULFILLED: frozenset({OrderStatus.REFUNDED}),
+    OrderStatus.REFUNDED: frozenset(),
 }
+
+# A refund of an order that was paid withdraws the goods; before that it is a failed payment.
+REFUNDABLE_STATUSES = frozenset({OrderStatus.PAID, OrderStatus.FULFILLED})
 
 
 def can_transition(current: OrderStatus, target: OrderStatus) -> bool:
@@ -129,6 +137,8 @@ def decide_payment(
     ):
         return PaymentDecision(False, None, "stale")
     target = target_for_payment_status(event_status)
+    if event_status == "refunded" and current in REFUNDABLE_STATUSES:
+        return PaymentDecision(True, OrderStatus.REFUNDED, "refund after payment")
     if target is OrderStatus.AWAITING_PAYMENT:
         if current is OrderStatus.CREATED:
             return PaymentDecision(True, OrderStatus.AWAITING_PAYMENT, "payment started")
@@ -139,7 +149,8 @@ def decide_payment(
         return PaymentDecision(True, None, "already there")
     if can_transition(current, target):
         return PaymentDecision(True, target, "final status")
-    # e.g. refunded after paid: worth showing, but the order does not go back.
+    # e.g. a late finished after fulfilled, or a refund of an underpayment: worth showing,
+    # but the order does not go back.
     return PaymentDecision(True, None, f"{current} does not move to {target}")
 
 
@@ -334,10 +345,16 @@ def customer_message(
     if status is OrderStatus.FULFILLED:
         return "Fulfilled — check your email for your download link"
     if status is OrderStatus.UNDERPAID:
+        # The provider counts a repeated deposit to the same address towards the payment.
         return (
-            "We received less than the order total, so the order cannot be delivered. "
-            "Underpayments are not refunded automatically: please contact support with your "
-            "order id."
+            "We received less than the order total. Send the missing amount to the same "
+            "payment address and the order completes, or contact support with your order id "
+            "(underpayments are not refunded automatically)."
+        )
+    if status is OrderStatus.REFUNDED:
+        return (
+            "Your payment was refunded, so the order was cancelled: its download link no "
+            "longer works."
         )
     if status is OrderStatus.FAILED:
         detail = f" ({reason})" if reason else ""

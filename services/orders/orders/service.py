@@ -18,6 +18,7 @@ from shared.contracts.orders import (
     OrderFulfilled,
     OrderLine,
     OrderPaid,
+    OrderRefunded,
     OrderUnderpaid,
 )
 from shared.contracts.payments import CreateInvoiceReply, CreateInvoiceRequest, PaymentStatusChanged
@@ -426,7 +427,8 @@ async def apply_payment_status(
         return decision
     cause = event.caused()
     note = f"payment {event.status} (v{event.version}, {event.source})"
-    if target is OrderStatus.FAILED:
+    previous = order.status
+    if target in (OrderStatus.FAILED, OrderStatus.REFUNDED):
         order.failure_reason = failure_reason(event.status, event.note)
     await _transition(session, order, target, now=now, cause_event_id=event.event_id, note=note)
     fields = _event_fields(order)
@@ -446,6 +448,15 @@ async def apply_payment_status(
         out = OrderFailed(**fields, **cause, reason=order.failure_reason or event.status)
     elif target is OrderStatus.EXPIRED:
         out = OrderExpired(**fields, **cause)
+    elif target is OrderStatus.REFUNDED:
+        # Its own event: the older ones never carry the new status (see OrderRefunded).
+        out = OrderRefunded(
+            **fields,
+            **cause,
+            previous_status=previous,
+            payment_id=order.payment_id,
+            reason=order.failure_reason or "the payment was refunded",
+        )
     else:  # awaiting_payment has no event of its own; the next one carries the version
         out = None
     if out is not None:

@@ -24,10 +24,14 @@ class OrdersSettings(ServiceSettings):
     # How long checkout waits for payments to answer before saying 503.
     payments_timeout_seconds: float = 10.0
 
-    # The provider's invoice lifetime plus a grace period: an order still waiting for its first
-    # payment after both is expired by the worker (the emulator's default lifetime is 20 min).
-    invoice_lifetime_seconds: float = 20 * 60.0
-    expiry_grace_seconds: float = 10 * 60.0
+    # Payments is the authority on expiry: it publishes `expired` when the provider's payment
+    # expired or nothing was paid within the provider's lifetime. Our own clock is only a
+    # backstop for a payment that never reports: an order still waiting for its first payment
+    # after the provider's longest lifetime (a floating-rate NOWPayments payment waits 7 days
+    # for a deposit) plus a grace period is expired by the worker. Money arriving later still
+    # pays the order (expired → paid).
+    invoice_lifetime_seconds: float = 7 * 24 * 3600.0
+    expiry_grace_seconds: float = 3600.0
     expiry_check_seconds: float = 30.0
     expiry_batch_size: int = 100
 

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from ..conftest import make_settings
 
 PAYMENT = uuid.UUID("0f0e0d0c-0b0a-4908-8706-050403020100")
-LIMIT = timedelta(seconds=20 * 60 + 10 * 60)  # invoice lifetime + grace (defaults)
+LIMIT = timedelta(days=7, hours=1)  # the provider's longest lifetime + grace (defaults)
 
 
 def event(
@@ -100,14 +100,49 @@ async def test_failed_records_the_reason_and_only_money_moves_it_on(orders_ctx, 
     assert len(await probe.outbox_events(subjects.ORDER_PAID)) == 1
 
 
-async def test_refund_after_paid_keeps_the_order_paid(orders_ctx, place_order, probe):
+async def test_refund_after_paid_refunds_the_order(orders_ctx, place_order, probe):
     order = await place_order()
     oid = order["order_id"]
     await apply(orders_ctx, event(oid, "finished", 3))
-    await apply(orders_ctx, event(oid, "refunded", 4))
+    refund = event(oid, "refunded", 4, note="merchant refund")
+    await apply(orders_ctx, refund)
+    await apply(orders_ctx, event(oid, "refunded", 4))  # a repeat: stale
+    await apply(orders_ctx, event(oid, "finished", 3))  # a late copy of the payment: stale
     row = await probe.order(oid)
-    assert (row.status, row.payment_status) == ("paid", "refunded")
-    assert await probe.outbox_subjects() == [subjects.ORDER_CREATED, subjects.ORDER_PAID]
+    assert (row.status, row.payment_status, row.version) == ("refunded", "refunded", 3)
+    assert row.failure_reason == "the payment was refunded: merchant refund"
+    assert await probe.outbox_subjects() == [
+        subjects.ORDER_CREATED,
+        subjects.ORDER_PAID,
+        subjects.ORDER_REFUNDED,
+    ]
+    [refunded] = await probe.outbox_events(subjects.ORDER_REFUNDED)
+    assert (refunded["status"], refunded["previous_status"], refunded["version"]) == (
+        "refunded",
+        "paid",
+        3,
+    )
+    assert refunded["payment_id"] == str(PAYMENT) and refunded["causation_id"] == str(
+        refund.event_id
+    )
+    assert refunded["reason"] == row.failure_reason
+
+
+async def test_refund_of_an_order_never_paid_fails_it(orders_ctx, place_order, probe):
+    order = await place_order()
+    oid = order["order_id"]
+    await apply(orders_ctx, event(oid, "waiting", 1))
+    await apply(orders_ctx, event(oid, "refunded", 2))
+    assert (await probe.order(oid)).status == "failed"
+    assert await probe.outbox_subjects() == [subjects.ORDER_CREATED, subjects.ORDER_FAILED]
+
+
+async def test_the_status_check_knows_refunded_and_nothing_else(orders_ctx, place_order, probe):
+    oid = (await place_order())["order_id"]
+    update = 'UPDATE orders."order" SET status = :s WHERE id = CAST(:id AS uuid)'
+    await probe.execute(update, s="refunded", id=oid)
+    with pytest.raises(Exception, match="ck_order_ck_order_status_known"):
+        await probe.execute(update, s="bogus", id=oid)
 
 
 async def test_paid_is_entered_at_most_once_even_by_the_database(orders_ctx, place_order):
@@ -176,10 +211,25 @@ async def test_two_replicas_expire_each_order_exactly_once(orders_ctx, place_ord
         assert sorted(str(o) for o, c in per_order.all() if c == 1) == sorted(due)
 
 
+async def test_our_clock_waits_for_the_providers_longest_lifetime(orders_ctx, place_order):
+    settings = make_settings()
+    assert (settings.invoice_lifetime_seconds, settings.expiry_grace_seconds) == (
+        7 * 24 * 3600,
+        3600,
+    )
+    await _waiting_orders(orders_ctx, place_order, 1)
+    # A floating-rate payment may still take a deposit days later: the old 30 min deadline,
+    # and any time inside the 7 days, expire nothing; only payments' own `expired` does.
+    now = datetime.now(UTC)
+    for later in (timedelta(minutes=31), timedelta(days=7)):
+        assert await jobs.run_expiry_once(orders_ctx, now=now + later) == 0
+    assert await jobs.run_expiry_once(orders_ctx, now=now + LIMIT + timedelta(seconds=5)) == 1
+
+
 async def test_the_worker_job_expires_due_orders(clean_infra, place_order, orders_ctx, probe):
     [oid] = await _waiting_orders(orders_ctx, place_order, 1)
     await probe.execute(
-        "UPDATE orders.\"order\" SET awaiting_since = now() - interval '2 hours' "
+        "UPDATE orders.\"order\" SET awaiting_since = now() - interval '8 days' "
         "WHERE id = CAST(:id AS uuid)",
         id=oid,
     )

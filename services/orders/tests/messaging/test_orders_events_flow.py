@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from orders import subscribers
+from orders import jobs, subscribers
 from orders.main import build
 from shared.contracts import subjects
 from shared.contracts.fulfillment import OrderDelivered
@@ -26,7 +26,7 @@ def payment_event(order_id: str, status: str, version: int, **extra) -> PaymentS
     return PaymentStatusChanged(
         payment_id=extra.pop("payment_id", PAYMENT_ID),
         order_id=order_id,
-        previous_status="waiting",
+        previous_status=extra.pop("previous_status", "waiting"),
         status=status,
         is_final=status in FINAL,
         source="ipn",
@@ -204,3 +204,133 @@ async def test_final_payment_outcomes_publish_their_order_event(
         "expired": "try again",
     }[order_status]
     assert expected in view["message"]
+
+
+async def _publish_one_by_one(probe, publish_event, events, handled_before: int = 0) -> int:
+    """Each event handled before the next is sent: the consumer may otherwise overtake."""
+    for event in events:
+        await publish_event(event)
+        handled_before += 1
+        await _settled(probe, handled_before)
+    return handled_before
+
+
+async def _view(orders_api, order) -> dict:
+    response = await orders_api.get(
+        f"/orders/{order['order_id']}", headers={"X-Order-Token": order["order_token"]}
+    )
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.mark.parametrize("closed_by", ["payments", "our_clock"])
+async def test_money_after_expiry_pays_the_order_once(
+    place_order, orders_api, orders_worker, probe, publish_event, closed_by
+):
+    order = await place_order()
+    oid = order["order_id"]
+    handled = await _publish_one_by_one(probe, publish_event, [payment_event(oid, "waiting", 1)])
+    if closed_by == "payments":
+        handled = await _publish_one_by_one(
+            probe, publish_event, [payment_event(oid, "expired", 2)], handled
+        )
+    else:  # the backstop, long after the provider's lifetime
+        later = datetime.now(UTC) + timedelta(days=8)
+        assert await jobs.run_expiry_once(orders_worker, now=later) == 1
+    await wait_for(lambda: probe.stream_count(subjects.ORDER_EXPIRED), timeout=30)
+    assert (await probe.order(oid)).status == "expired"
+
+    # The floating-rate deposit lands days later; the provider then retries its IPN and
+    # payments may publish the same finished again (new event id) or JetStream redeliver it.
+    finished = payment_event(oid, "finished", 3, previous_status="expired")
+    handled = await _publish_one_by_one(probe, publish_event, [finished], handled)
+    await publish_event(finished, msg_id=f"again-{finished.event_id}")
+    await publish_event(payment_event(oid, "finished", 3, previous_status="expired"))
+    await _settled(probe, handled + 1)
+
+    row = await probe.order(oid)
+    assert (row.status, row.payment_status, row.payment_status_version) == ("paid", "finished", 3)
+    assert await probe.stream_count(subjects.ORDER_PAID) == 1
+    assert await probe.stream_count(subjects.ORDER_EXPIRED) == 1
+    [paid] = await probe.outbox_events(subjects.ORDER_PAID)
+    assert paid["causation_id"] == str(finished.event_id) and paid["status"] == "paid"
+    view = await _view(orders_api, order)
+    assert view["message"] == "Payment received — preparing your download"
+    assert [h["status"] for h in view["history"]] == [
+        "created",
+        "awaiting_payment",
+        "expired",
+        "paid",
+    ]
+
+
+async def test_a_top_up_after_an_underpayment_pays_the_order_once(
+    place_order, orders_api, orders_worker, probe, publish_event
+):
+    order = await place_order()
+    oid = order["order_id"]
+    underpaid = payment_event(
+        oid, "partially_paid", 2, actually_paid=Decimal("0.0002"), pay_amount=Decimal("0.0003")
+    )
+    handled = await _publish_one_by_one(
+        probe, publish_event, [payment_event(oid, "waiting", 1), underpaid]
+    )
+    view = await _view(orders_api, order)
+    assert view["status"] == "underpaid"
+    assert "same payment address" in view["message"]
+
+    top_up = payment_event(oid, "finished", 3, previous_status="partially_paid")
+    handled = await _publish_one_by_one(probe, publish_event, [top_up], handled)
+    # a late copy of the underpayment and of the finished change nothing
+    await publish_event(payment_event(oid, "partially_paid", 2))
+    await publish_event(payment_event(oid, "finished", 3, previous_status="partially_paid"))
+    await _settled(probe, handled + 2)
+
+    assert (await probe.order(oid)).status == "paid"
+    assert await probe.stream_count(subjects.ORDER_UNDERPAID) == 1
+    assert await probe.stream_count(subjects.ORDER_PAID) == 1
+
+
+async def test_a_refund_after_delivery_refunds_the_order_once(
+    place_order, orders_api, orders_worker, second_worker, probe, publish_event
+):
+    order = await place_order()
+    oid = order["order_id"]
+    await _publish_one_by_one(probe, publish_event, [payment_event(oid, "finished", 2)])
+    delivered = OrderDelivered(
+        order_id=oid,
+        delivery_id="d-1",
+        item_count=1,
+        link_expires_at=datetime.now(UTC) + timedelta(days=1),
+    )
+    await publish_event(delivered)
+    await _settled(probe, 1, subscribers.FULFILLMENT_DURABLE)
+    assert (await probe.order(oid)).status == "fulfilled"
+
+    refund = payment_event(oid, "refunded", 3, previous_status="finished", note="chargeback")
+    await publish_event(refund)
+    await publish_event(refund, msg_id=f"again-{refund.event_id}")  # beyond the dedup window
+    await publish_event(payment_event(oid, "refunded", 3, previous_status="finished"))
+    await publish_event(payment_event(oid, "finished", 2))  # late copy of the payment
+    await _settled(probe, 4)
+    # a delivery reported again after the refund does not bring the order back
+    await publish_event(delivered, msg_id="late-delivery")
+    again = OrderDelivered(
+        order_id=oid, delivery_id="d-1", item_count=1, link_expires_at=delivered.link_expires_at
+    )
+    await publish_event(again)
+    await _settled(probe, 2, subscribers.FULFILLMENT_DURABLE)
+
+    row = await probe.order(oid)
+    assert (row.status, row.payment_status, row.version) == ("refunded", "refunded", 4)
+    assert await probe.stream_count(subjects.ORDER_REFUNDED) == 1
+    assert await probe.stream_count(subjects.ORDER_PAID) == 1
+    assert await probe.stream_count(subjects.ORDER_FULFILLED) == 1
+    assert await probe.stream_count(subjects.ORDER_FAILED) == 0
+    [refunded] = await probe.outbox_events(subjects.ORDER_REFUNDED)
+    assert refunded["status"] == "refunded" and refunded["previous_status"] == "fulfilled"
+    assert refunded["version"] == 4 and refunded["causation_id"] == str(refund.event_id)
+    view = await _view(orders_api, order)
+    assert view["status"] == "refunded"
+    assert "download link no longer works" in view["message"]
+    assert [h["status"] for h in view["history"]][-2:] == ["fulfilled", "refunded"]

@@ -82,22 +82,107 @@ def test_transitions_are_forward_only():
     assert can_transition(OrderStatus.FAILED, OrderStatus.PAID)
 
 
+# The whole machine, spelled out: every pair not listed here must be refused.
+ALLOWED_EDGES = {
+    ("created", "awaiting_payment"),
+    ("created", "paid"),
+    ("created", "underpaid"),
+    ("created", "failed"),
+    ("created", "expired"),
+    ("awaiting_payment", "paid"),
+    ("awaiting_payment", "underpaid"),
+    ("awaiting_payment", "failed"),
+    ("awaiting_payment", "expired"),
+    ("underpaid", "paid"),  # a top-up completes the order
+    ("expired", "paid"),  # money after our clock or the provider's gave up
+    ("expired", "underpaid"),
+    ("failed", "paid"),
+    ("failed", "underpaid"),
+    ("paid", "fulfilled"),
+    ("paid", "refunded"),  # refunded before delivery
+    ("fulfilled", "refunded"),  # refunded after delivery: the links are revoked
+}
+
+
+@pytest.mark.parametrize("current", list(OrderStatus))
+@pytest.mark.parametrize("target", list(OrderStatus))
+def test_state_machine_table(current, target):
+    assert can_transition(current, target) is ((current.value, target.value) in ALLOWED_EDGES)
+
+
+def test_refunded_is_the_end():
+    assert not any(can_transition(OrderStatus.REFUNDED, t) for t in OrderStatus)
+
+
+def _decide(current: OrderStatus, status: str, version: int = 9, known: int | None = 1):
+    return decide_payment(
+        current=current,
+        known_payment_id="p",
+        known_version=known,
+        event_payment_id="p",
+        event_status=status,
+        event_version=version,
+    )
+
+
+@pytest.mark.parametrize(
+    ("current", "status", "new_status"),
+    [
+        # a refund of a paid order withdraws the goods, delivered or not
+        (OrderStatus.PAID, "refunded", OrderStatus.REFUNDED),
+        (OrderStatus.FULFILLED, "refunded", OrderStatus.REFUNDED),
+        # a refund of an order never paid is a failed payment, as before
+        (OrderStatus.AWAITING_PAYMENT, "refunded", OrderStatus.FAILED),
+        (OrderStatus.CREATED, "refunded", OrderStatus.FAILED),
+        (OrderStatus.UNDERPAID, "refunded", None),
+        (OrderStatus.EXPIRED, "refunded", None),
+        (OrderStatus.REFUNDED, "refunded", None),
+        # late money completes an order closed by either clock, or a top-up an underpayment
+        (OrderStatus.EXPIRED, "finished", OrderStatus.PAID),
+        (OrderStatus.UNDERPAID, "finished", OrderStatus.PAID),
+        (OrderStatus.FAILED, "finished", OrderStatus.PAID),
+        (OrderStatus.EXPIRED, "partially_paid", OrderStatus.UNDERPAID),
+        # paid is entered once; nothing moves a refunded order
+        (OrderStatus.PAID, "finished", None),
+        (OrderStatus.FULFILLED, "finished", None),
+        (OrderStatus.REFUNDED, "finished", None),
+        (OrderStatus.REFUNDED, "waiting", None),
+    ],
+)
+def test_payment_status_moves_the_order(current, status, new_status):
+    assert _decide(current, status).new_status is new_status
+
+
+def test_a_duplicate_refund_is_stale():
+    assert _decide(OrderStatus.REFUNDED, "refunded", version=3, known=3).record is False
+
+
 # One payment's ledger in order; each entry is (status, version).
 LEDGERS = [
     [("waiting", 1), ("confirming", 2), ("confirmed", 3), ("sending", 4), ("finished", 5)],
     [("waiting", 1), ("confirming", 2), ("partially_paid", 3)],
     [("waiting", 1), ("expired", 2)],
     [("waiting", 1), ("confirming", 2), ("failed", 3)],
-    # Two final statuses in one ledger: the refund wins if it is seen first (nothing was
-    # delivered yet), the payment wins if it is seen first (the goods may be on their way).
+    # Two final statuses in one ledger: the refund seen first (nothing paid yet) fails the
+    # order and makes the finished stale; seen after the finished it refunds the order.
     [("waiting", 1), ("finished", 2), ("refunded", 3)],
+    # Money after the provider expired the payment, or a top-up after an underpayment.
+    [("waiting", 1), ("expired", 2), ("finished", 3)],
+    [("waiting", 1), ("partially_paid", 2), ("finished", 3)],
+    [("waiting", 1), ("expired", 2), ("partially_paid", 3), ("finished", 4)],
+    # A refund seen before the top-up leaves an underpaid order as it was (as before).
+    [("waiting", 1), ("partially_paid", 2), ("finished", 3), ("refunded", 4)],
 ]
 EXPECTED = [
     {OrderStatus.PAID},
     {OrderStatus.UNDERPAID},
     {OrderStatus.EXPIRED},
     {OrderStatus.FAILED},
-    {OrderStatus.PAID, OrderStatus.FAILED},
+    {OrderStatus.REFUNDED, OrderStatus.FAILED},
+    {OrderStatus.PAID},
+    {OrderStatus.PAID},
+    {OrderStatus.PAID},
+    {OrderStatus.REFUNDED, OrderStatus.UNDERPAID, OrderStatus.FAILED},
 ]
 
 
@@ -197,8 +282,12 @@ def test_fingerprint_ignores_key_order_only():
 def test_customer_messages():
     assert customer_message(OrderStatus.AWAITING_PAYMENT, "waiting") == "Waiting for your payment"
     assert "confirmations" in customer_message(OrderStatus.AWAITING_PAYMENT, "confirming")
-    assert "contact support" in customer_message(OrderStatus.UNDERPAID)
-    assert "not refunded automatically" in customer_message(OrderStatus.UNDERPAID)
+    underpaid = customer_message(OrderStatus.UNDERPAID)
+    assert "missing amount to the same payment address" in underpaid
+    assert "contact support" in underpaid and "not refunded automatically" in underpaid
+    refunded = customer_message(OrderStatus.REFUNDED)
+    assert "refunded" in refunded and "download link no longer works" in refunded
+    assert customer_message(OrderStatus.REFUNDED) != customer_message(OrderStatus.EXPIRED)
     assert "try again" in customer_message(OrderStatus.EXPIRED)
     assert "(the payment was refunded)" in customer_message(
         OrderStatus.FAILED, reason="the payment was refunded"
