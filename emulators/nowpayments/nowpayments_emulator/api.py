@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
 from decimal import ROUND_UP, Decimal, InvalidOperation
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from . import auth
 from .coins import COINS, Coin, usd_rate
 from .responses import ProviderError, emulator_of, js_response
+from .scenarios import Scenario
 from .service import Emulator
 from .signing import js_number
 from .state import Invoice, Payment, iso
@@ -23,8 +28,11 @@ _MAX_BODY = 64 * 1024
 _MAX_TEXT = 2048
 
 
-def guard(operation: str, *, needs_key: bool = True) -> Callable[[Request], Awaitable[Emulator]]:
-    """Injected faults first (the provider is down for everyone), then the api key."""
+def guard(
+    operation: str, *, needs_key: bool = True, needs_jwt: bool = False
+) -> Callable[[Request], Awaitable[Emulator]]:
+    """Injected faults first (the provider is down for everyone), then the api key, then the JWT
+    where the provider wants one (Postman "NOWPayments API": the list of payments, payouts)."""
 
     async def dependency(request: Request) -> Emulator:
         emulator = emulator_of(request)
@@ -38,6 +46,8 @@ def guard(operation: str, *, needs_key: bool = True) -> Callable[[Request], Awai
             sent = request.headers.get("x-api-key", "")
             if not hmac.compare_digest(sent.encode(), emulator.config.api_key.encode()):
                 raise ProviderError(403, "INVALID_API_KEY", "Invalid api key")
+        if needs_jwt:
+            auth.require_jwt(request)
         return emulator
 
     return dependency
@@ -88,6 +98,26 @@ def _text(data: dict[str, Any], name: str, *, required: bool = False) -> str | N
         raise _invalid(f'"{name}" must be a string')
     if len(value) > _MAX_TEXT:
         raise _invalid(f'"{name}" length must be less than or equal to {_MAX_TEXT} characters long')
+    return value
+
+
+# RFC 3986 characters; Joi's uri() (the provider validates with Joi) refuses anything else.
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
+
+
+def _uri(data: dict[str, Any], name: str) -> str | None:
+    """A callback or redirect url, else `"<name>" must be a valid uri` as the provider says."""
+    value = _text(data, name)
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    hierarchical = parts is not None and parts.scheme.lower() in ("http", "https")
+    if parts is None or not _URI.match(value) or (hierarchical and not parts.hostname):
+        raise _invalid(f'"{name}" must be a valid uri')
     return value
 
 
@@ -186,6 +216,14 @@ async def api_status(
     return js_response({"message": "OK"})
 
 
+@router.post("/auth")
+async def authenticate(
+    request: Request, emulator: Annotated[Emulator, Depends(guard("auth", needs_key=False))]
+) -> Response:
+    # No api key: the provider's Authentication request carries only the dashboard login.
+    return auth.login(emulator, auth.authority_of(request), await _json_object(request))
+
+
 @router.get("/currencies")
 async def currencies(_: Annotated[Emulator, Depends(guard("currencies"))]) -> Response:
     return js_response({"currencies": list(COINS)})
@@ -207,15 +245,16 @@ async def create_invoice(
         pay_currency=coin.code if coin else None,
         order_id=_text(data, "order_id"),
         order_description=_text(data, "order_description"),
-        ipn_callback_url=_text(data, "ipn_callback_url"),
-        success_url=_text(data, "success_url"),
-        cancel_url=_text(data, "cancel_url"),
-        partially_paid_url=_text(data, "partially_paid_url"),
+        ipn_callback_url=_uri(data, "ipn_callback_url"),
+        success_url=_uri(data, "success_url"),
+        cancel_url=_uri(data, "cancel_url"),
+        partially_paid_url=_uri(data, "partially_paid_url"),
         customer_email=_text(data, "customer_email"),
         is_fixed_rate=_flag(data, "is_fixed_rate"),
         is_fee_paid_by_user=_flag(data, "is_fee_paid_by_user"),
     )
-    return js_response(invoice_view(emulator, invoice))
+    # 201 Created, as the provider answers (Postman "NOWPayments API", Create invoice).
+    return js_response(invoice_view(emulator, invoice), 201)
 
 
 @router.post("/payment")
@@ -229,6 +268,7 @@ async def create_payment(
     coin = _coin(data, required=True)
     assert coin is not None
     pay_amount = _amount(data, "pay_amount", required=False)
+    case = _case(data)
     _check_minimum(emulator, price_amount, price_currency)
     payment = emulator.store.create_payment(
         coin=coin,
@@ -237,10 +277,31 @@ async def create_payment(
         invoice=None,
         order_id=_text(data, "order_id"),
         order_description=_text(data, "order_description"),
-        ipn_callback_url=_text(data, "ipn_callback_url"),
+        ipn_callback_url=_uri(data, "ipn_callback_url"),
         pay_amount=pay_amount,
     )
+    if case is not None:
+        # The sandbox plays the chosen flow by itself and sends an IPN per status.
+        emulator.play(payment, SANDBOX_CASES[case])
     return js_response(created_payment_view(payment), 201)
+
+
+# The sandbox's `case` on Create payment ("simply specify the case which you want to test"):
+# the values seen in merchants' sandbox code, mapped to this emulator's scenarios.
+SANDBOX_CASES: dict[str, Scenario] = {
+    "success": "full",
+    "partially_paid": "underpay",
+    "failed": "fail",
+}
+
+
+def _case(data: dict[str, Any]) -> str | None:
+    case = _text(data, "case")
+    if case is None:
+        return None
+    if case not in SANDBOX_CASES:
+        raise _invalid(f'"case" must be one of [{", ".join(SANDBOX_CASES)}]')
+    return case
 
 
 @router.post("/invoice-payment")
@@ -279,20 +340,97 @@ async def get_payment(
     return js_response(payment.api_view())
 
 
+# Get list of payments (Postman "NOWPayments API"): sortBy values, default created_at / asc.
+SORT_FIELDS = (
+    "created_at",
+    "payment_id",
+    "payment_status",
+    "pay_address",
+    "price_amount",
+    "price_currency",
+    "pay_amount",
+    "actually_paid",
+    "pay_currency",
+    "order_id",
+    "order_description",
+    "purchase_id",
+    "outcome_amount",
+    "outcome_currency",
+)
+_MAX_LIMIT = 500
+
+
+def _query_int(request: Request, name: str, default: int, low: int, high: int | None) -> int:
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return default
+    if not re.fullmatch(r"-?\d{1,9}", text.strip()):
+        raise _invalid(f'"{name}" must be a number')
+    value = int(text)
+    if value < low:
+        raise _invalid(f'"{name}" must be greater than or equal to {low}')
+    if high is not None and value > high:
+        raise _invalid(f'"{name}" must be less than or equal to {high}')
+    return value
+
+
+def _query_choice(request: Request, name: str, allowed: tuple[str, ...]) -> str:
+    text = request.query_params.get(name) or allowed[0]
+    if text not in allowed:
+        raise _invalid(f'"{name}" must be one of [{", ".join(allowed)}]')
+    return text
+
+
+def _query_date(request: Request, name: str) -> datetime | None:
+    """YYYY-MM-DD (midnight UTC, as JavaScript's Date reads it) or ISO yyyy-MM-ddTHH:mm:ss.SSSZ."""
+    text = (request.query_params.get(name) or "").strip()
+    if not text:
+        return None
+    try:
+        if re.fullmatch(r"\d{4}-\d\d-\d\d", text):
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise _invalid(f'"{name}" must be a valid date') from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _sort_key(field: str) -> Callable[[Payment], tuple[Any, ...]]:
+    def key(payment: Payment) -> tuple[Any, ...]:
+        if field == "created_at":
+            return (False, payment.created_at, payment.payment_id)
+        value = payment.api_view().get(field)
+        if isinstance(value, str) and field in ("payment_id", "purchase_id") and value.isdigit():
+            value = int(value)
+        # Nulls last ascending; ties keep creation order.
+        return (value is None, value if value is not None else 0, payment.created_at)
+
+    return key
+
+
 @router.get("/payment")
 @router.get("/payment/")
 async def list_payments(
-    emulator: Annotated[Emulator, Depends(guard("list_payments"))],
-    limit: Annotated[int, Query(ge=1, le=500)] = 10,
-    page: Annotated[int, Query(ge=0)] = 0,
-    invoice_id: Annotated[str | None, Query(alias="invoiceId")] = None,
-    order_by: Annotated[str, Query(alias="orderBy", pattern="^(asc|desc)$")] = "asc",
+    request: Request,
+    emulator: Annotated[Emulator, Depends(guard("list_payments", needs_jwt=True))],
 ) -> Response:
+    limit = _query_int(request, "limit", 10, 1, _MAX_LIMIT)
+    page = _query_int(request, "page", 0, 0, None)
+    sort_by = _query_choice(request, "sortBy", SORT_FIELDS)
+    order_by = _query_choice(request, "orderBy", ("asc", "desc"))
+    date_from = _query_date(request, "dateFrom")
+    date_to = _query_date(request, "dateTo")
+    invoice_id = request.query_params.get("invoiceId")
     payments = list(emulator.store.payments.values())
-    if invoice_id is not None:
+    if invoice_id:
         wanted = _int_id(invoice_id, "invoiceId")
         payments = [p for p in payments if p.invoice_id == wanted]
-    payments.sort(key=lambda p: p.created_at, reverse=order_by == "desc")
+    if date_from is not None:
+        payments = [p for p in payments if p.created_at >= date_from]
+    if date_to is not None:
+        payments = [p for p in payments if p.created_at <= date_to]
+    payments.sort(key=_sort_key(sort_by), reverse=order_by == "desc")
     total = len(payments)
     window = payments[page * limit : (page + 1) * limit]
     return js_response(

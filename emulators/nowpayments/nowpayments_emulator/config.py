@@ -33,6 +33,13 @@ class EmulatorConfig:
     # Delivery attempts kept for GET /_emulator/ipn-log (oldest dropped first); a benchmark of
     # thousands of payments raises it to keep every attempt.
     ipn_log_limit: int = 10_000
+    # Dashboard login for POST /v1/auth (the JWT some endpoints want besides the api key).
+    email: str = "emulator@bitloot.test"
+    password: str = "emulator-password"
+    # Seconds a JWT from POST /v1/auth stays valid; the provider's live 5 minutes.
+    jwt_lifetime: float = 300.0
+    # The provider wants the JWT on GET /v1/payment/ (the list); off = the api key alone is enough.
+    require_jwt: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EmulatorConfig:
@@ -54,6 +61,10 @@ class EmulatorConfig:
             default_ipn_callback_url=source.get("EMULATOR_DEFAULT_IPN_URL") or None,
             seed=int(seed_text) if seed_text else None,
             ipn_log_limit=int(_float(source, "EMULATOR_IPN_LOG_LIMIT", base.ipn_log_limit)),
+            email=source.get("NOWPAYMENTS_EMAIL", base.email),
+            password=source.get("NOWPAYMENTS_PASSWORD", base.password),
+            jwt_lifetime=_float(source, "EMULATOR_JWT_LIFETIME", base.jwt_lifetime),
+            require_jwt=_flag(source, "EMULATOR_REQUIRE_JWT", base.require_jwt),
         )
 
 
@@ -78,3 +89,14 @@ def _decimal(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
         return Decimal(text)
     except InvalidOperation as exc:
         raise ValueError(f"{name} must be a decimal number, got {text!r}") from exc
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    text = (env.get(name) or "").strip().lower()
+    if not text:
+        return default
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {text!r}")

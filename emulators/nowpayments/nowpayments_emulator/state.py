@@ -39,6 +39,12 @@ ApiOperation = Literal[
     "invoice_payment",
     "get_payment",
     "list_payments",
+    "auth",
+    "min_amount",
+    "estimate",
+    "full_currencies",
+    "merchant_coins",
+    "update_estimate",
 ]
 
 # The provider keeps a small cut; it shows up in fee.serviceFee and outcome_amount.

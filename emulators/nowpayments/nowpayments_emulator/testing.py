@@ -147,10 +147,32 @@ class Harness:
     def key(self) -> dict[str, str]:
         return {"x-api-key": self.api_key}
 
+    async def token(self) -> str:
+        """A fresh JWT from POST /v1/auth with the configured dashboard login."""
+        config: EmulatorConfig = self.app.state.emulator.config
+        response = await self.client.post(
+            "/v1/auth", json={"email": config.email, "password": config.password}
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["token"])
+
+    async def auth_headers(self) -> dict[str, str]:
+        """The api key plus `Authorization: Bearer <fresh JWT>`, as the payment list wants."""
+        return self.key | {"Authorization": f"Bearer {await self.token()}"}
+
+    async def list_payments(self, **params: Any) -> dict[str, Any]:
+        """GET /v1/payment/ with a fresh token; params as the provider names them (invoiceId…)."""
+        response = await self.client.get(
+            "/v1/payment/", params=params, headers=await self.auth_headers()
+        )
+        assert response.status_code == 200, response.text
+        listing: dict[str, Any] = response.json()
+        return listing
+
     async def create_invoice(self, **fields: Any) -> dict[str, Any]:
         body = {"price_amount": 69.25, "price_currency": "usd", "order_id": "order-1"} | fields
         response = await self.client.post("/v1/invoice", json=body, headers=self.key)
-        assert response.status_code == 200, response.text
+        assert response.status_code == 201, response.text
         invoice: dict[str, Any] = response.json()
         return invoice
 

@@ -222,13 +222,12 @@ async def test_list_payments_by_invoice(emu: Harness) -> None:
     first = await emu.pay(invoice["id"], scenario="fail")
     await emu.pay(other["id"])
     await emu.idle()
-    response = await emu.client.get(
-        "/v1/payment/", params={"invoiceId": invoice["id"]}, headers=emu.key
-    )
-    listing = response.json()
+    listing = await emu.list_payments(invoiceId=invoice["id"])
     assert listing["total"] == 1
     assert [p["payment_id"] for p in listing["data"]] == [first["payment_id"]]
-    bad = await emu.client.get("/v1/payment/", params={"limit": 0}, headers=emu.key)
+    bad = await emu.client.get(
+        "/v1/payment/", params={"limit": 0}, headers=await emu.auth_headers()
+    )
     assert_error(bad, 400, "INVALID_REQUEST_PARAMS")
 
 
@@ -260,7 +259,7 @@ async def test_injected_faults_fail_the_next_calls_then_recover(emu: Harness) ->
     # Faults are per operation: other calls were never affected.
     assert (await emu.client.get("/v1/status")).status_code == 200
     ok = await emu.client.post("/v1/invoice", json=body, headers=emu.key)
-    assert ok.status_code == 200
+    assert ok.status_code == 201
     assert (await emu.client.get("/_emulator/faults")).json() == {"faults": []}
 
 
