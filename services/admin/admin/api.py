@@ -12,9 +12,9 @@ No ``from __future__ import annotations`` here: the dependency aliases (``Curren
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from shared.contracts.payments import PaymentStatus
@@ -43,20 +43,29 @@ from admin.errors import (
 from admin.models import WebhookLogView
 from admin.read import snapshot
 from admin.schemas import (
+    AcknowledgeIn,
+    AcknowledgeOut,
+    AttachIn,
+    AttentionDecisionOut,
+    AttentionItemOut,
     AuditOut,
     CausedOut,
     CausedTransitionOut,
     DeadLetterOut,
+    DeadLetterSectionOut,
     DeliveryOut,
     EmailOut,
     LoginIn,
     LoginOut,
     MeOut,
+    NeedsAttentionCountsOut,
+    NeedsAttentionOut,
     OkOut,
     OrderDetailOut,
     OrderEventOut,
     OrderOut,
     PageOut,
+    PaymentActionOut,
     PaymentDetailOut,
     PaymentOut,
     PublicationOut,
@@ -64,12 +73,15 @@ from admin.schemas import (
     ReprocessOut,
     RevocationOut,
     RevokeOut,
+    SettleIn,
+    StuckOut,
+    StuckSectionOut,
     TransitionOut,
     WebhookLogDetailOut,
     WebhookLogOut,
 )
 from admin.security import Passwords, Tokens
-from admin.service import Actor, Principal
+from admin.service import Actor, PaymentAction, Principal
 from admin.settings import AdminSettings
 
 log = get_logger(__name__)
@@ -140,6 +152,76 @@ def webhook_out(row: WebhookLogView) -> WebhookLogOut:
         received_count=row.received_count,
         replay_count=row.replay_count,
     )
+
+
+def _age(since: datetime, now: datetime) -> int:
+    return max(0, int((now - since).total_seconds()))
+
+
+def attention_out(row: repo.AttentionRow, now: datetime) -> AttentionItemOut:
+    item = row.item
+    return AttentionItemOut(
+        payment_id=item.payment_id,
+        key=item.key,
+        order_id=item.order_id,
+        kind=item.kind,
+        detail=item.detail,
+        provider_payment_id=item.provider_payment_id,
+        parent_payment_id=item.parent_payment_id,
+        provider_status=item.provider_status,
+        payment_status=item.payment_status,
+        amount=item.amount,
+        currency=item.currency,
+        raised_at=item.raised_at,
+        age_seconds=_age(item.raised_at, now),
+        state=row.state,
+        decision=AttentionDecisionOut.model_validate(row.decision) if row.decision else None,
+        order_status=row.order_status,
+        order_total=row.order_total,
+        order_currency=row.order_currency,
+    )
+
+
+def dead_letter_out(r: Any) -> DeadLetterOut:
+    return DeadLetterOut(
+        id=f"{r.consumer}:{r.stream_sequence}",
+        consumer=r.consumer,
+        stream_sequence=r.stream_sequence,
+        original_subject=r.original_subject,
+        deliveries=r.deliveries,
+        error=r.error,
+        event_id=r.event_id,
+        body=r.body,
+        dead_lettered_at=r.dead_lettered_at,
+    )
+
+
+def counts_out(by_kind: dict[str, int]) -> NeedsAttentionCountsOut:
+    dead = by_kind.get("dead_letter", 0)
+    stuck = sum(by_kind.get(k, 0) for k in STUCK_KINDS)
+    attention = sum(n for k, n in by_kind.items() if k != "dead_letter" and k not in STUCK_KINDS)
+    return NeedsAttentionCountsOut(
+        total=attention + dead + stuck,
+        attention=attention,
+        dead_letters=dead,
+        stuck=stuck,
+        by_kind=by_kind,
+    )
+
+
+STUCK_KINDS = ("payment_partially_paid", "payment_mismatch", "order_underpaid")
+SECTION_SIZE = 5
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=8,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="the same key again (a double submit) answers with the first action's "
+        "result instead of sending a second action",
+    ),
+]
 
 
 def create_routers(
@@ -409,21 +491,7 @@ def create_routers(
         filters = repo.DeadLetterFilters(consumer, original_subject, start, end)
         async with sessions() as session:
             rows, total = await repo.list_dead_letters(session, filters, page)
-        items = [
-            DeadLetterOut(
-                id=f"{r.consumer}:{r.stream_sequence}",
-                consumer=r.consumer,
-                stream_sequence=r.stream_sequence,
-                original_subject=r.original_subject,
-                deliveries=r.deliveries,
-                error=r.error,
-                event_id=r.event_id,
-                body=r.body,
-                dead_lettered_at=r.dead_lettered_at,
-            )
-            for r in rows
-        ]
-        return _page(items, total, page)
+        return _page([dead_letter_out(r) for r in rows], total, page)
 
     @reader.get("/deliveries", response_model=PageOut[DeliveryOut], tags=["orders"])
     async def list_deliveries(
@@ -458,6 +526,63 @@ def create_routers(
         async with sessions() as session:
             rows, total = await repo.list_audit(session, filters, page)
         return _page([AuditOut.model_validate(r) for r in rows], total, page)
+
+    # --- needs attention -----------------------------------------------------------------------
+
+    @reader.get("/needs-attention", response_model=NeedsAttentionOut, tags=["attention"])
+    async def needs_attention(
+        limit: Limit = 20,
+        offset: Offset = 0,
+        state: Annotated[Literal["open", "acknowledged", "resolved", "any"], Query()] = "open",
+        kind: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
+        order_id: Text64 = None,
+        payment_id: Annotated[uuid.UUID | None, Query()] = None,
+        raised_from: When = None,
+        raised_to: When = None,
+    ) -> dict[str, Any]:
+        start, end = _range(raised_from, raised_to, ("raised_from", "raised_to"))
+        page = repo.Page(limit, offset)
+        filters = repo.AttentionFilters(
+            None if state == "any" else state, kind, order_id, payment_id, start, end
+        )
+        now = service.utcnow()
+        async with snapshot(sessions) as session:
+            rows, total = await repo.list_attention(session, filters, page)
+            by_kind = await service.needs_attention_counts(session)
+            letters, _ = await repo.list_dead_letters(
+                session, repo.DeadLetterFilters(), repo.Page(SECTION_SIZE, 0)
+            )
+            stuck, stuck_total = await repo.list_stuck(session, repo.Page(SECTION_SIZE, 0))
+        counts = counts_out(by_kind)
+        return {
+            **_page([attention_out(r, now) for r in rows], total, page),
+            "counts": counts,
+            "dead_letters": DeadLetterSectionOut(
+                total=counts.dead_letters,
+                items=[dead_letter_out(r) for r in letters],
+                href="/admin/dead-letters",
+            ),
+            "stuck": StuckSectionOut(
+                total=stuck_total,
+                items=[StuckOut(**r, age_seconds=_age(r["since"], now)) for r in stuck],
+                href="/admin/needs-attention/stuck",
+            ),
+        }
+
+    @reader.get(
+        "/needs-attention/counts", response_model=NeedsAttentionCountsOut, tags=["attention"]
+    )
+    async def needs_attention_counts() -> NeedsAttentionCountsOut:
+        async with snapshot(sessions) as session:
+            return counts_out(await service.needs_attention_counts(session))
+
+    @reader.get("/needs-attention/stuck", response_model=PageOut[StuckOut], tags=["attention"])
+    async def stuck_list(limit: Limit = 20, offset: Offset = 0) -> dict[str, Any]:
+        page = repo.Page(limit, offset)
+        now = service.utcnow()
+        async with sessions() as session:
+            rows, total = await repo.list_stuck(session, page)
+        return _page([StuckOut(**r, age_seconds=_age(r["since"], now)) for r in rows], total, page)
 
     # --- operator actions ----------------------------------------------------------------------
 
@@ -541,6 +666,99 @@ def create_routers(
         )
         return _action_response(out, result, ok_status=200)
 
+    @writer.post(
+        "/attention/{payment_id}/acknowledge",
+        response_model=AcknowledgeOut,
+        tags=["attention"],
+        responses={404: {}, 409: {}},
+    )
+    async def acknowledge(
+        payment_id: uuid.UUID,
+        body: Annotated[AcknowledgeIn, Body()],
+        principal: Operator,
+        request: Request,
+    ) -> AcknowledgeOut:
+        actor = Actor(principal.id, principal.username, _client_ip(request))
+        audit_id = await _in_tx(
+            lambda s: service.acknowledge_attention(s, actor, payment_id, body.key, body.reason)
+        )
+        return AcknowledgeOut(
+            ok=True, message="acknowledged", audit_id=audit_id, state="acknowledged"
+        )
+
+    async def _payment_action(
+        action: PaymentAction, principal: Principal, request: Request, key: str | None
+    ) -> JSONResponse:
+        actor = Actor(principal.id, principal.username, _client_ip(request))
+        started = await _in_tx(lambda s: service.begin_payment_action(s, actor, action, key))
+        result = started.done
+        if result is None and started.in_flight and key is not None:
+            result = await service.await_payment_action(
+                sessions, action, key, settings.rpc_timeout_seconds + 2
+            )
+        replayed, resolved = result is not None, 0
+        if result is None:
+            sent = await service.send_payment_action(
+                ctx.broker,
+                action,
+                operator=principal.username,
+                action_id=started.action_id,
+                timeout=settings.rpc_timeout_seconds,
+            )
+            resolved = await _in_tx(
+                lambda s: service.complete_payment_action(s, actor, action, started, sent)
+            )
+            result = sent
+        out = PaymentActionOut(
+            ok=result.ok,
+            message=result.message,
+            error_code=result.error_code,
+            audit_id=started.audit_id,
+            action_id=started.action_id,
+            payment_id=result.data.get("payment_id"),
+            status=result.data.get("status"),
+            changed=bool(result.data.get("changed")),
+            retryable=bool(result.data.get("retryable")),
+            replayed=replayed,
+            resolved=resolved,
+        )
+        content = out.model_dump(mode="json")
+        if not result.ok:
+            content["detail"] = result.message
+        return JSONResponse(content, status_code=_payment_action_status(result))
+
+    @writer.post(
+        "/orders/{order_id}/settle",
+        response_model=PaymentActionOut,
+        tags=["attention"],
+        responses={404: {}, 409: {}, 422: {}, 502: {}, 503: {}},
+    )
+    async def settle(
+        order_id: Annotated[str, Path(max_length=64)],
+        body: Annotated[SettleIn, Body()],
+        principal: Operator,
+        request: Request,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        action = PaymentAction("settle", order_id, body.reason)
+        return await _payment_action(action, principal, request, idempotency_key)
+
+    @writer.post(
+        "/orders/{order_id}/attach-payment",
+        response_model=PaymentActionOut,
+        tags=["attention"],
+        responses={404: {}, 409: {}, 422: {}, 502: {}, 503: {}},
+    )
+    async def attach_payment(
+        order_id: Annotated[str, Path(max_length=64)],
+        body: Annotated[AttachIn, Body()],
+        principal: Operator,
+        request: Request,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        action = PaymentAction("attach", order_id, body.reason, body.provider_payment_id)
+        return await _payment_action(action, principal, request, idempotency_key)
+
     for route in reader.routes:
         methods = set(getattr(route, "methods", set())) - SAFE_METHODS
         path = getattr(route, "path", "")
@@ -566,6 +784,21 @@ def _action_response(
     if not result.ok:
         content["detail"] = result.message  # the same key every other error uses
     return JSONResponse(content, status_code=status)
+
+
+def _payment_action_status(result: service.ActionResult) -> int:
+    if result.ok:
+        return 200
+    code = result.error_code
+    if code in ("unavailable", "timeout"):  # nobody answered / payments' database is down
+        return 503
+    if code in ("provider_unavailable", "internal_error"):  # failed behind payments
+        return 502
+    if code in ("payment_not_found", "provider_payment_not_found"):
+        return 404
+    if code == "invalid_request":
+        return 422
+    return 409
 
 
 def install_error_handlers(app: FastAPI) -> None:

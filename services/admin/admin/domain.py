@@ -138,3 +138,28 @@ def short_event_type(subject: str) -> str:
     """``orders.order_paid.v1`` → ``order_paid`` for timelines."""
     parts = subject.split(".")
     return parts[1] if len(parts) >= 2 else subject
+
+
+# --- payments that need attention --------------------------------------------------------------
+
+# Attention kinds that record an operator's own settle/attach: never open themselves, and they
+# resolve every item of the same order raised before them.
+RESOLVING_KINDS = ("settled_by_operator", "attached_by_operator")
+# The kinds payments documents (``shared.contracts.payments.PaymentAttentionRaised``); the gauge
+# reports each, at 0 too, so an alert on one kind does not depend on it having been seen.
+KNOWN_ATTENTION_KINDS = (
+    "late_money",
+    "child_payment",
+    "wrong_asset",
+    "amount_discrepancy",
+    "overpaid",
+    "unknown_status",
+    "cancelled",
+    "refunded",
+    "price_mismatch",
+    "provider_refused",
+)
+AttentionState = Literal["open", "acknowledged", "resolved"]
+# Payments stuck in a status no event will move on by itself, while their order is unpaid.
+STUCK_PAYMENT_STATUSES = ("partially_paid", "mismatch")
+SETTLED_ORDER_STATUSES = ("paid", "fulfilled")

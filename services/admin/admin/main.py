@@ -12,6 +12,7 @@ from shared.runtime import ServiceContext, api_lifespan, build_context, worker_a
 
 from admin import service
 from admin.api import create_routers, install_error_handlers
+from admin.metrics import NeedsAttentionMetrics
 from admin.security import Passwords, Tokens
 from admin.settings import AdminSettings
 from admin.subscribers import register_subscribers
@@ -58,6 +59,7 @@ def create_api(ctx: ServiceContext | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Correlation-ID"],
         )
+    app.add_middleware(NeedsAttentionMetrics, sessions=ctx.sessions)
     app.state.ctx = ctx
     return app
 
@@ -77,4 +79,6 @@ async def housekeeping(ctx: ServiceContext) -> None:
 def create_worker(ctx: ServiceContext | None = None) -> FastAPI:
     ctx = ctx or build()
     register_subscribers(ctx)
-    return worker_app(ctx, jobs=[housekeeping])
+    app = worker_app(ctx, jobs=[housekeeping])
+    app.add_middleware(NeedsAttentionMetrics, sessions=ctx.sessions)
+    return app

@@ -87,7 +87,16 @@ class RevokedToken(Base):
 
 class AuditLog(Base):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_occurred_at", "occurred_at", "id"),)
+    __table_args__ = (
+        Index("ix_audit_log_occurred_at", "occurred_at", "id"),
+        Index(
+            "uq_audit_log_action_idempotency_key",
+            "action",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -101,6 +110,32 @@ class AuditLog(Base):
     outcome: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Payment actions (settle / attach): the id sent to payments, and the client's
+    # Idempotency-Key that produced it (unique per action), so a double submit sends one action.
+    action_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+class AttentionDecision(Base):
+    """What an operator decided about an attention item: acknowledged (with a reason), or
+    resolved by a successful settle/attach on its order. Admin's own state: keyed by the
+    item's stable ``(payment_id, key)``, so it survives a rebuild of ``attention_item``."""
+
+    __tablename__ = "attention_decision"
+    __table_args__ = (
+        CheckConstraint("state IN ('acknowledged', 'resolved')", name="state"),
+        Index("ix_attention_decision_order", "order_id"),
+    )
+
+    payment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    actor_username: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    audit_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 # --- read models (projected from events only) --------------------------------------------------
@@ -113,6 +148,12 @@ class PaymentView(Base):
         Index("ix_payment_view_order_id", "order_id"),
         Index("ix_payment_view_provider_payment_id", "provider_payment_id"),
         Index("ix_payment_view_invoice_id", "invoice_id"),
+        # The "needs attention" list and its gauge count these on every scrape.
+        Index(
+            "ix_payment_view_stuck",
+            "status",
+            postgresql_where=text("status IN ('partially_paid', 'mismatch')"),
+        ),
     )
 
     payment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -316,6 +357,32 @@ class DeadLetterView(Base):
     dead_lettered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class AttentionItem(Base):
+    """One ``PaymentAttentionRaised`` per ``(payment_id, key)`` (payments publishes a situation
+    once; a redelivered copy is the same row). Its state is derived when read: resolved by an
+    ``*_by_operator`` item of the same order raised later, or by an ``attention_decision``."""
+
+    __tablename__ = "attention_item"
+    __table_args__ = (
+        Index("ix_attention_item_raised", "raised_at", "payment_id", "key"),
+        Index("ix_attention_item_order", "order_id", "raised_at"),
+    )
+
+    payment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    provider_payment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    parent_payment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    provider_status: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    payment_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    amount: Mapped[Decimal | None] = mapped_column(Numeric, nullable=True)
+    currency: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+
+
 # Truncated by ``rebuild`` (with the inbox, whose rows only guard these tables).
 READ_MODELS: tuple[type[Base], ...] = (
     PaymentView,
@@ -328,4 +395,5 @@ READ_MODELS: tuple[type[Base], ...] = (
     EmailView,
     RevocationView,
     DeadLetterView,
+    AttentionItem,
 )

@@ -20,7 +20,7 @@ from shared.contracts.orders import (
     OrderPaid,
     OrderUnderpaid,
 )
-from shared.contracts.payments import PaymentStatusChanged
+from shared.contracts.payments import PaymentAttentionRaised, PaymentStatusChanged
 from shared.contracts.webhooks import IpnReceived, IpnRejected
 from shared.messaging import DeadLetter, Delivery
 from shared.observability import strip_secret_headers
@@ -85,6 +85,36 @@ async def project_payment(
             "occurred_at": event.occurred_at,
             "causation_id": event.causation_id,
             "correlation_id": event.correlation_id,
+        },
+    )
+
+
+def _cut(value: str | None, length: int) -> str | None:
+    return value[:length] if value is not None else None
+
+
+async def project_attention(
+    session: AsyncSession, event: PaymentAttentionRaised, delivery: Delivery
+) -> None:
+    """One row per ``(payment_id, key)``; the earliest copy wins, so a redelivery or a replay
+    changes nothing. Operators' decisions live in ``attention_decision`` (not rebuilt)."""
+    await repo.upsert_attention(
+        session,
+        {
+            "payment_id": event.payment_id,
+            "key": event.key,
+            "order_id": event.order_id,
+            "kind": event.kind,
+            "detail": event.detail,
+            # Unbounded in the contract: cut to the columns rather than dead-letter the event.
+            "provider_payment_id": _cut(event.provider_payment_id, 64),
+            "parent_payment_id": _cut(event.parent_payment_id, 64),
+            "provider_status": event.provider_status,
+            "payment_status": _cut(event.payment_status, 32),
+            "amount": event.amount,
+            "currency": _cut(event.currency, 16),
+            "raised_at": event.occurred_at,
+            "event_id": event.event_id,
         },
     )
 
@@ -277,6 +307,7 @@ async def project_dead_letter(session: AsyncSession, letter: DeadLetter, dl_sequ
 
 PROJECTIONS: dict[str, Projection] = {
     subjects.PAYMENT_STATUS_CHANGED: Projection(PaymentStatusChanged, project_payment),
+    subjects.PAYMENT_ATTENTION_RAISED: Projection(PaymentAttentionRaised, project_attention),
     subjects.ORDER_CREATED: Projection(OrderCreated, project_order),
     subjects.ORDER_PAID: Projection(OrderPaid, project_order),
     subjects.ORDER_UNDERPAID: Projection(OrderUnderpaid, project_order),

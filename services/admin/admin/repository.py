@@ -12,23 +12,33 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    String,
     Table,
+    and_,
     bindparam,
     case,
+    cast,
     delete,
+    exists,
     func,
+    literal,
     or_,
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
+from admin.domain import RESOLVING_KINDS, SETTLED_ORDER_STATUSES, STUCK_PAYMENT_STATUSES
 from admin.models import (
     READ_MODELS,
     AdminUser,
+    AttentionDecision,
+    AttentionItem,
     AuditLog,
     DeadLetterView,
     DeliveryView,
@@ -193,6 +203,37 @@ async def get_audit(session: AsyncSession, audit_id: int) -> AuditLog | None:
     return await session.get(AuditLog, audit_id)
 
 
+async def add_audit_once(session: AsyncSession, entry: AuditLog) -> int | None:
+    """Insert an audit row carrying an idempotency key; None when that key was already used
+    for the same action (the unique index decides, so two parallel submits cannot both win)."""
+    values = {
+        c.name: getattr(entry, c.key)
+        for c in _table(AuditLog).columns
+        if c.name != "id" and getattr(entry, c.key) is not None
+    }
+    stmt = (
+        insert(AuditLog)
+        .values(**values)
+        .on_conflict_do_nothing(
+            index_elements=["action", "idempotency_key"],
+            index_where=text("idempotency_key IS NOT NULL"),
+        )
+        .returning(AuditLog.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_audit_by_key(
+    session: AsyncSession, action: str, idempotency_key: str
+) -> AuditLog | None:
+    # populate_existing: a caller polling for completion must see the row as committed now.
+    return await session.scalar(
+        select(AuditLog)
+        .where(AuditLog.action == action, AuditLog.idempotency_key == idempotency_key)
+        .execution_options(populate_existing=True)
+    )
+
+
 @dataclass(frozen=True)
 class AuditFilters:
     action: str | None = None
@@ -331,6 +372,24 @@ _UPSERT_ORDER = _newest_wins_upsert(
     keep_known=("items", "payment_id", "reason", "actually_paid", "pay_amount", "pay_currency"),
 )
 _RECOUNT_WEBHOOK_LOG = _recount_webhook_log()
+
+
+def _earliest_wins_upsert(model: Any, keys: Sequence[str], time_column: str) -> Any:
+    """Upsert where the copy with the earliest ``time_column`` wins every column: payments
+    publishes a situation once, so a second copy is a redelivery and changes nothing, in any
+    order."""
+    table = _table(model)
+    stmt = insert(table)
+    earlier = stmt.excluded[time_column] < table.c[time_column]
+    set_ = {
+        c.name: case((earlier, stmt.excluded[c.name]), else_=c)
+        for c in table.columns
+        if c.name not in keys
+    }
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_=set_)
+
+
+_UPSERT_ATTENTION = _earliest_wins_upsert(AttentionItem, ("payment_id", "key"), "raised_at")
 _INSERT_PAYMENT_TRANSITION = _insert_new(PaymentTransitionView)
 _INSERT_ORDER_EVENT = _insert_new(OrderEventView)
 _INSERT_WEBHOOK_EVENT = _insert_new(WebhookEventView)
@@ -395,6 +454,10 @@ async def insert_revocation(session: AsyncSession, row: dict[str, Any]) -> None:
 
 async def insert_dead_letter(session: AsyncSession, row: dict[str, Any]) -> None:
     await session.execute(_INSERT_DEAD_LETTER, row)
+
+
+async def upsert_attention(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(_UPSERT_ATTENTION, row)
 
 
 async def truncate_read_models(session: AsyncSession) -> None:
@@ -644,3 +707,215 @@ async def list_deliveries(
         clauses.append(d.order_id == filters.order_id)
     stmt = select(d).where(*clauses).order_by(d.delivered_at.desc(), d.delivery_id.desc())
     return await _page(session, stmt, page)
+
+
+# --- payments that need attention --------------------------------------------------------------
+
+
+def _attention_state(item: Any, decision: Any) -> ColumnElement[str]:
+    """open / acknowledged / resolved, derived at read time so the projection stays a plain
+    idempotent upsert: an operator's settle/attach item raised at or after this one resolves it
+    (whatever order the events arrived in), as does a decision recorded by admin."""
+    later = aliased(AttentionItem)
+    resolved_by_event = exists().where(
+        later.order_id == item.order_id,
+        later.kind.in_(RESOLVING_KINDS),
+        later.raised_at >= item.raised_at,
+    )
+    return case(
+        (
+            or_(item.kind.in_(RESOLVING_KINDS), decision.state == "resolved", resolved_by_event),
+            literal("resolved"),
+        ),
+        (decision.state == "acknowledged", literal("acknowledged")),
+        else_=literal("open"),
+    )
+
+
+def _attention_base() -> tuple[Select[Any], ColumnElement[str]]:
+    a, d, o = AttentionItem, AttentionDecision, OrderView
+    state = _attention_state(a, d).label("state")
+    stmt = (
+        select(a, d, o.status.label("order_status"), o.total, o.currency.label("order_currency"))
+        .add_columns(state)
+        .outerjoin(d, and_(d.payment_id == a.payment_id, d.key == a.key))
+        .outerjoin(o, o.order_id == a.order_id)
+    )
+    return stmt, state
+
+
+@dataclass(frozen=True)
+class AttentionFilters:
+    state: str | None = "open"  # None: every state
+    kind: str | None = None
+    order_id: str | None = None
+    payment_id: uuid.UUID | None = None
+    raised_from: datetime | None = None
+    raised_to: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AttentionRow:
+    item: AttentionItem
+    decision: AttentionDecision | None
+    state: str
+    order_status: str | None
+    order_total: Any
+    order_currency: str | None
+
+
+def _attention_rows(result: Any) -> list[AttentionRow]:
+    return [AttentionRow(r[0], r[1], r[5], r[2], r[3], r[4]) for r in result.all()]
+
+
+async def list_attention(
+    session: AsyncSession, filters: AttentionFilters, page: Page
+) -> tuple[list[AttentionRow], int]:
+    a = AttentionItem
+    stmt, state = _attention_base()
+    clauses = _between(a.raised_at, filters.raised_from, filters.raised_to)
+    if filters.state is not None:
+        clauses.append(state == filters.state)
+    if filters.kind is not None:
+        clauses.append(a.kind == filters.kind)
+    if filters.order_id is not None:
+        clauses.append(a.order_id == filters.order_id)
+    if filters.payment_id is not None:
+        clauses.append(a.payment_id == filters.payment_id)
+    stmt = stmt.where(*clauses)
+    total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+    ordered = stmt.order_by(a.raised_at.desc(), a.payment_id.desc(), a.key.desc())
+    result = await session.execute(ordered.limit(page.limit).offset(page.offset))
+    return _attention_rows(result), int(total or 0)
+
+
+async def get_attention(
+    session: AsyncSession, payment_id: uuid.UUID, key: str
+) -> AttentionRow | None:
+    a = AttentionItem
+    stmt, _ = _attention_base()
+    rows = _attention_rows(
+        await session.execute(stmt.where(a.payment_id == payment_id, a.key == key))
+    )
+    return rows[0] if rows else None
+
+
+async def open_attention_counts(session: AsyncSession) -> dict[str, int]:
+    a, d = AttentionItem, AttentionDecision
+    state = _attention_state(a, d)
+    rows = await session.execute(
+        select(a.kind, func.count())
+        .select_from(a)
+        .outerjoin(d, and_(d.payment_id == a.payment_id, d.key == a.key))
+        .where(state == "open")
+        .group_by(a.kind)
+    )
+    return {kind: int(n) for kind, n in rows.all()}
+
+
+async def unresolved_attention_for_order(
+    session: AsyncSession, order_id: str
+) -> list[AttentionItem]:
+    stmt, state = _attention_base()
+    result = await session.execute(
+        stmt.where(AttentionItem.order_id == order_id, state != "resolved")
+    )
+    return [r.item for r in _attention_rows(result)]
+
+
+async def acknowledge_attention(session: AsyncSession, row: dict[str, Any]) -> bool:
+    """False when the item already has a decision (acknowledged or resolved)."""
+    stmt = (
+        insert(AttentionDecision)
+        .values(**row, state="acknowledged")
+        .on_conflict_do_nothing()
+        .returning(AttentionDecision.key)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def resolve_attention(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Resolved wins over acknowledged: the settle/attach is what closed the item."""
+    if not rows:
+        return
+    stmt = insert(AttentionDecision).values([{**r, "state": "resolved"} for r in rows])
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["payment_id", "key"],
+            set_={
+                "state": "resolved",
+                "actor_id": stmt.excluded.actor_id,
+                "actor_username": stmt.excluded.actor_username,
+                "reason": stmt.excluded.reason,
+                "audit_id": stmt.excluded.audit_id,
+                "decided_at": stmt.excluded.decided_at,
+            },
+            where=AttentionDecision.state != "resolved",
+        )
+    )
+
+
+def _stuck_query() -> Select[Any]:
+    p, o = PaymentView, OrderView
+    stuck_payments = (
+        select(
+            literal("payment_", String).concat(p.status).label("kind"),
+            p.order_id.label("order_id"),
+            o.status.label("order_status"),
+            cast(p.payment_id, String).label("payment_id"),
+            p.status.label("payment_status"),
+            p.price_amount.label("price_amount"),
+            p.price_currency.label("price_currency"),
+            p.pay_amount.label("pay_amount"),
+            p.actually_paid.label("actually_paid"),
+            p.pay_currency.label("pay_currency"),
+            p.updated_at.label("since"),
+        )
+        .select_from(p)
+        .outerjoin(o, o.order_id == p.order_id)
+        .where(
+            p.status.in_(STUCK_PAYMENT_STATUSES),
+            or_(o.status.is_(None), o.status.not_in(SETTLED_ORDER_STATUSES)),
+        )
+    )
+    p2 = aliased(PaymentView)
+    underpaid_orders = select(
+        literal("order_underpaid", String).label("kind"),
+        o.order_id,
+        o.status,
+        o.payment_id,
+        literal(None, String),
+        o.total,
+        o.currency,
+        o.pay_amount,
+        o.actually_paid,
+        o.pay_currency,
+        o.updated_at,
+    ).where(
+        o.status == "underpaid",
+        # Shown once: an underpaid order whose payment is listed already is that entry.
+        ~exists().where(p2.order_id == o.order_id, p2.status.in_(STUCK_PAYMENT_STATUSES)),
+    )
+    return select(union_all(stuck_payments, underpaid_orders).subquery())
+
+
+async def list_stuck(session: AsyncSession, page: Page) -> tuple[list[dict[str, Any]], int]:
+    stuck = _stuck_query().subquery()
+    total = await session.scalar(select(func.count()).select_from(stuck))
+    rows = await session.execute(
+        select(stuck)
+        .order_by(stuck.c.since.desc(), stuck.c.order_id.desc())
+        .limit(page.limit)
+        .offset(page.offset)
+    )
+    return [dict(r._mapping) for r in rows.all()], int(total or 0)
+
+
+async def stuck_counts(session: AsyncSession) -> dict[str, int]:
+    stuck = _stuck_query().subquery()
+    rows = await session.execute(select(stuck.c.kind, func.count()).group_by(stuck.c.kind))
+    return {kind: int(n) for kind, n in rows.all()}
+
+
+async def count_dead_letters(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(DeadLetterView)) or 0)

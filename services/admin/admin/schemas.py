@@ -264,3 +264,109 @@ class AuditOut(Out):
     outcome: str
     detail: dict[str, Any]
     ip: str | None
+
+
+# --- payments that need attention --------------------------------------------------------------
+
+
+class AttentionDecisionOut(Out):
+    state: str
+    actor_username: str | None
+    reason: str | None
+    audit_id: int | None
+    decided_at: datetime
+
+
+class AttentionItemOut(BaseModel):
+    payment_id: uuid.UUID
+    key: str
+    order_id: str
+    kind: str
+    detail: str
+    provider_payment_id: str | None
+    parent_payment_id: str | None
+    provider_status: str | None
+    payment_status: str | None
+    amount: Decimal | None
+    currency: str | None
+    raised_at: datetime
+    age_seconds: int
+    state: Literal["open", "acknowledged", "resolved"]
+    decision: AttentionDecisionOut | None
+    order_status: str | None  # None: admin has not seen the order yet
+    order_total: Decimal | None
+    order_currency: str | None
+
+
+class StuckOut(BaseModel):
+    kind: str  # payment_partially_paid | payment_mismatch | order_underpaid
+    order_id: str
+    order_status: str | None
+    payment_id: str | None
+    payment_status: str | None
+    price_amount: Decimal | None
+    price_currency: str | None
+    pay_amount: Decimal | None
+    actually_paid: Decimal | None
+    pay_currency: str | None
+    since: datetime
+    age_seconds: int
+
+
+class DeadLetterSectionOut(BaseModel):
+    total: int
+    items: list[DeadLetterOut]  # the newest few
+    href: str
+
+
+class StuckSectionOut(BaseModel):
+    total: int
+    items: list[StuckOut]  # the newest few
+    href: str
+
+
+class NeedsAttentionCountsOut(BaseModel):
+    total: int  # open attention items + dead letters + stuck
+    attention: int
+    dead_letters: int
+    stuck: int
+    by_kind: dict[str, int]  # the gauge's labels and values
+
+
+class NeedsAttentionOut(PageOut[AttentionItemOut]):
+    counts: NeedsAttentionCountsOut
+    dead_letters: DeadLetterSectionOut
+    stuck: StuckSectionOut
+
+
+class AcknowledgeIn(ReasonIn):
+    key: str = Field(min_length=1, max_length=120)
+
+
+class AcknowledgeOut(ActionOut):
+    state: str
+
+
+class SettleIn(ReasonIn):
+    pass
+
+
+class AttachIn(ReasonIn):
+    provider_payment_id: str = Field(
+        pattern=r"^[0-9]{1,32}$", description="the NOWPayments payment_id, digits only"
+    )
+
+    @field_validator("provider_payment_id", mode="before")
+    @classmethod
+    def _trim(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+
+class PaymentActionOut(ActionOut):
+    action_id: uuid.UUID
+    payment_id: str | None = None
+    status: str | None = None
+    changed: bool = False
+    retryable: bool = False
+    replayed: bool = False  # the stored answer to an earlier submit with the same key
+    resolved: int = 0  # attention items of the order this action resolved

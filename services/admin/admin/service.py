@@ -6,17 +6,24 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
+import nats
 from faststream.nats import NatsBroker
 from shared.contracts.fulfillment import RevokeGrantsReply, RevokeGrantsRequest
+from shared.contracts.payments import (
+    AttachPaymentRequest,
+    PaymentActionReply,
+    SettlePaymentRequest,
+)
 from shared.contracts.webhooks import ReprocessReply, ReprocessRequest
 from shared.messaging.rpc import ServiceUnavailableError, request
 from shared.observability import current_correlation_id, get_logger
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from admin import repository as repo
 from admin.domain import (
+    KNOWN_ATTENTION_KINDS,
     ThrottlePolicy,
     WebhookLogRef,
     normalize_username,
@@ -381,3 +388,314 @@ async def send_revoke(
 def _refusal_outcome(error_code: str | None) -> str:
     # The owning service answered but could not reach its own database: the same as no answer.
     return "unavailable" if error_code == "unavailable" else "refused"
+
+
+# --- payments that need attention --------------------------------------------------------------
+
+PaymentActionKind = Literal["settle", "attach"]
+AUDIT_ACTIONS: dict[str, str] = {"settle": "order.settle", "attach": "order.attach_payment"}
+
+# What the operator reads for each error code of a PaymentActionReply (payments' own text is
+# appended, so nothing it said is lost).
+PAYMENT_ERRORS: dict[str, str] = {
+    "payment_not_found": "This order has no payment yet, so there is nothing to settle.",
+    "provider_payment_not_found": "NOWPayments does not know that payment id; check the number.",
+    "belongs_to_other_order": (
+        "That provider payment belongs to another order; nothing was changed."
+    ),
+    "refunded": "The payment was refunded; it cannot be settled or attached.",
+    "provider_unavailable": (
+        "NOWPayments did not answer the payments service; nothing was changed. "
+        "Try again in a few minutes."
+    ),
+    "unavailable": (
+        "The payments service could not reach its database; nothing was changed. Try again shortly."
+    ),
+    "invalid_request": "The payments service refused the request as invalid.",
+    "internal_error": "The payments service failed while handling the action.",
+}
+NO_RESPONDER = (
+    "the payments service is not running (nobody answered); nothing was changed, try again later"
+)
+TIMED_OUT = (
+    "the payments service did not answer in time; the action may still complete — "
+    "check the order before trying again (re-sending the same form is safe)"
+)
+
+
+@dataclass(frozen=True)
+class PaymentAction:
+    kind: PaymentActionKind
+    order_id: str
+    reason: str
+    provider_payment_id: str | None = None
+
+    @property
+    def audit_action(self) -> str:
+        return AUDIT_ACTIONS[self.kind]
+
+
+@dataclass(frozen=True)
+class StartedAction:
+    """An audit row exists for the action. ``done`` is the stored result of an earlier request
+    with the same idempotency key (answer with it, send nothing); ``in_flight`` means that
+    earlier request has not finished yet."""
+
+    audit_id: int
+    action_id: uuid.UUID
+    done: ActionResult | None = None
+    in_flight: bool = False
+
+
+def _stored_result(entry: AuditLog) -> ActionResult | None:
+    """The result of a finished action from its audit row, or None when it should be sent
+    (again, with the same action_id — payments dedups): pending, or unavailable/retryable."""
+    detail = entry.detail or {}
+    if entry.outcome == "ok" or (entry.outcome == "refused" and not detail.get("retryable")):
+        return ActionResult(
+            entry.outcome == "ok",
+            str(detail.get("message") or ""),
+            entry.outcome,
+            detail.get("error_code"),
+            data={k: detail.get(k) for k in ("payment_id", "status", "changed", "retryable")},
+        )
+    return None
+
+
+async def begin_payment_action(
+    session: AsyncSession, actor: Actor, action: PaymentAction, idempotency_key: str | None
+) -> StartedAction:
+    """The audit row (with the action_id payments will see) commits before anything is sent.
+    The same idempotency key again — a double submit — finds that row instead of making a new
+    action: one action_id per key, whatever the timing."""
+    if await repo.get_order(session, action.order_id) is None:
+        raise NotFoundError(f"order {action.order_id} not found")
+    key = idempotency_key or uuid.uuid4().hex
+    action_id = uuid.uuid4()
+    now = utcnow()
+    detail: dict[str, Any] = {
+        "correlation_id": current_correlation_id(),
+        "action_id": str(action_id),
+        "provider_payment_id": action.provider_payment_id,
+    }
+    audit_id = await repo.add_audit_once(
+        session,
+        AuditLog(
+            occurred_at=now,
+            actor_id=actor.id,
+            actor_username=actor.username,
+            action=action.audit_action,
+            target_type="order",
+            target_id=action.order_id,
+            reason=action.reason,
+            outcome="pending",
+            detail=detail,
+            ip=actor.ip,
+            action_id=action_id,
+            idempotency_key=key,
+        ),
+    )
+    if audit_id is not None:
+        return StartedAction(audit_id, action_id)
+    earlier = await repo.get_audit_by_key(session, action.audit_action, key)
+    if earlier is None or earlier.action_id is None:  # the key's row vanished: impossible
+        raise ConflictError("this Idempotency-Key cannot be used; send the form again")
+    same = (
+        earlier.target_id == action.order_id
+        and (earlier.detail or {}).get("provider_payment_id") == action.provider_payment_id
+    )
+    if not same:
+        raise ConflictError("this Idempotency-Key was already used for a different action")
+    return StartedAction(
+        earlier.id,
+        earlier.action_id,
+        _stored_result(earlier),
+        in_flight=earlier.outcome == "pending",
+    )
+
+
+async def await_payment_action(
+    sessions: async_sessionmaker[AsyncSession],
+    action: PaymentAction,
+    idempotency_key: str,
+    timeout: float,
+) -> ActionResult | None:
+    """Wait for the first of two identical submits to finish, so the second shows the same
+    result instead of a confusing "already settled". None if it does not finish in time."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        async with sessions() as session:
+            entry = await repo.get_audit_by_key(session, action.audit_action, idempotency_key)
+        if entry is not None and entry.outcome != "pending":
+            return _stored_result(entry)
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def send_payment_action(
+    broker: NatsBroker,
+    action: PaymentAction,
+    *,
+    operator: str,
+    action_id: uuid.UUID,
+    timeout: float,
+) -> ActionResult:
+    payload: SettlePaymentRequest | AttachPaymentRequest
+    if action.kind == "settle":
+        payload = SettlePaymentRequest(
+            order_id=action.order_id,
+            operator=operator,
+            reason=action.reason,
+            action_id=action_id,
+            correlation_id=current_correlation_id(),
+        )
+    else:
+        assert action.provider_payment_id is not None
+        payload = AttachPaymentRequest(
+            order_id=action.order_id,
+            provider_payment_id=action.provider_payment_id,
+            operator=operator,
+            reason=action.reason,
+            action_id=action_id,
+            correlation_id=current_correlation_id(),
+        )
+    try:
+        reply = await request(broker, payload, PaymentActionReply, timeout=timeout)
+    except ServiceUnavailableError as exc:
+        nobody = isinstance(exc.__cause__, nats.errors.NoRespondersError)
+        log.warning(
+            "payment_action_unavailable", kind=action.kind, order_id=action.order_id, nobody=nobody
+        )
+        return ActionResult(
+            False,
+            NO_RESPONDER if nobody else TIMED_OUT,
+            "unavailable",
+            "unavailable" if nobody else "timeout",
+            data={"retryable": True},
+        )
+    data = {
+        "payment_id": reply.payment_id,
+        "status": reply.status,
+        "changed": reply.changed,
+        "retryable": reply.retryable,
+    }
+    if reply.ok:
+        return ActionResult(True, _success_message(action, reply), "ok", data=data)
+    code = reply.error_code or "refused"
+    readable = PAYMENT_ERRORS.get(code, "The payments service refused the action.")
+    said = (reply.error_message or "").strip()
+    message = f"{readable} Payments said: {said}" if said else readable
+    retryable = reply.retryable or code in ("unavailable", "provider_unavailable")
+    return ActionResult(
+        False,
+        message,
+        "unavailable" if retryable else "refused",
+        code,
+        data={**data, "retryable": retryable},
+    )
+
+
+def _success_message(action: PaymentAction, reply: PaymentActionReply) -> str:
+    status = f" (payment status: {reply.status})" if reply.status else ""
+    if action.kind == "settle":
+        if reply.changed:
+            return (
+                f"Order {action.order_id} settled as paid{status}. Orders and fulfillment "
+                "follow by themselves: the customer gets the delivery email."
+            )
+        return f"Order {action.order_id} was already settled; nothing changed{status}."
+    if reply.changed:
+        return (
+            f"Provider payment {action.provider_payment_id} attached to order "
+            f"{action.order_id}{status}."
+        )
+    return (
+        f"Provider payment {action.provider_payment_id} was already attached; "
+        f"nothing changed{status}."
+    )
+
+
+async def complete_payment_action(
+    session: AsyncSession,
+    actor: Actor,
+    action: PaymentAction,
+    started: StartedAction,
+    result: ActionResult,
+) -> int:
+    """Complete the audit row and, when payments said yes, resolve the order's attention items
+    (those the operator could see). Returns how many items were resolved."""
+    await complete_audit(
+        session,
+        started.audit_id,
+        result.outcome,
+        {"message": result.message, "error_code": result.error_code, **result.data},
+    )
+    if not result.ok:
+        return 0
+    items = await repo.unresolved_attention_for_order(session, action.order_id)
+    now = utcnow()
+    await repo.resolve_attention(
+        session,
+        [
+            {
+                "payment_id": item.payment_id,
+                "key": item.key,
+                "order_id": item.order_id,
+                "actor_id": actor.id,
+                "actor_username": actor.username,
+                "reason": f"{action.kind}: {action.reason}",
+                "audit_id": started.audit_id,
+                "decided_at": now,
+            }
+            for item in items
+        ],
+    )
+    return len(items)
+
+
+async def acknowledge_attention(
+    session: AsyncSession, actor: Actor, payment_id: uuid.UUID, key: str, reason: str
+) -> int:
+    row = await repo.get_attention(session, payment_id, key)
+    if row is None:
+        raise NotFoundError(f"attention item {payment_id} / {key} not found")
+    if row.state != "open":
+        raise ConflictError(f"this item is already {row.state}")
+    audit_id = await write_audit(
+        session,
+        actor,
+        "attention.acknowledge",
+        outcome="ok",
+        target_type="attention_item",
+        target_id=f"{payment_id}:{key}"[:200],
+        reason=reason,
+        detail={"order_id": row.item.order_id, "kind": row.item.kind},
+    )
+    recorded = await repo.acknowledge_attention(
+        session,
+        {
+            "payment_id": payment_id,
+            "key": key,
+            "order_id": row.item.order_id,
+            "actor_id": actor.id,
+            "actor_username": actor.username,
+            "reason": reason,
+            "audit_id": audit_id,
+            "decided_at": utcnow(),
+        },
+    )
+    if not recorded:  # a parallel acknowledge or settle got there first
+        raise ConflictError("this item was decided meanwhile; reload the page")
+    return audit_id
+
+
+async def needs_attention_counts(session: AsyncSession) -> dict[str, int]:
+    """Open attention items by kind, plus ``dead_letter`` and the stuck kinds (``payment_
+    partially_paid``, ``payment_mismatch``, ``order_underpaid``): what the gauge reports."""
+    counts = {kind: 0 for kind in KNOWN_ATTENTION_KINDS}
+    counts.update(await repo.open_attention_counts(session))
+    counts["dead_letter"] = await repo.count_dead_letters(session)
+    for kind in ("payment_partially_paid", "payment_mismatch", "order_underpaid"):
+        counts[kind] = 0
+    counts.update(await repo.stuck_counts(session))
+    return counts
