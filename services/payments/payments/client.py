@@ -245,7 +245,7 @@ class PaymentPage(_Model):
     total: int | None = None
 
 
-def _error_from(response: httpx.Response) -> ProviderError:
+def error_from(response: httpx.Response) -> ProviderError:
     code, message = f"HTTP_{response.status_code}", response.reason_phrase or "error"
     try:
         body = loads_decimal(response.content)
@@ -535,7 +535,7 @@ class NowPaymentsClient:
             # The request may have been processed: the caller must not assume either way.
             raise ProviderAmbiguousError("PROVIDER_NO_ANSWER", type(exc).__name__) from exc
         if response.status_code >= 400:
-            error = _error_from(response)
+            error = error_from(response)
             log.warning(
                 "provider_error",
                 method=method,

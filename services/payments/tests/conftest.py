@@ -37,6 +37,9 @@ from sqlalchemy import select
 
 API_KEY = "payments-test-api-key"
 IPN_SECRET = "payments-test-ipn-secret"
+# The emulator's default dashboard login for POST /v1/auth: the payment list wants its JWT.
+EMULATOR_EMAIL = "emulator@bitloot.test"
+EMULATOR_PASSWORD = "emulator-password"
 
 
 @asynccontextmanager
@@ -247,6 +250,8 @@ def test_settings(emulator_url: str, callback_url: str, **overrides: Any) -> Pay
     values: dict[str, Any] = {
         "nowpayments_base": f"{emulator_url}/v1",
         "nowpayments_api_key": API_KEY,
+        "nowpayments_email": EMULATOR_EMAIL,
+        "nowpayments_password": EMULATOR_PASSWORD,
         "nowpayments_callback_url": callback_url,
         "read_retries": 1,
         "retry_backoff_seconds": 0.01,
@@ -330,6 +335,8 @@ async def start_payments(
         client = NowPaymentsClient(
             base_url=settings.nowpayments_base,
             api_key=API_KEY,
+            email=settings.nowpayments_email,
+            password=settings.nowpayments_password,
             timeout=settings.http_timeout,
             read_retries=settings.read_retries,
             backoff=settings.retry_backoff_seconds,
