@@ -202,9 +202,8 @@ def created_payment_view(payment: Payment) -> dict[str, object]:
         "payin_extra_id": None,
         "network": payment.coin.network,
         "network_precision": payment.coin.decimals,
-        "expiration_estimate_date": None,
-        "is_fixed_rate": False,
-        "is_fee_paid_by_user": False,
+        # is_fixed_rate, is_fee_paid_by_user, expiration_estimate_date, valid_until
+        **payment.lifetime_view(),
         "type": "crypto2crypto",
     }
 
@@ -279,6 +278,8 @@ async def create_payment(
         order_description=_text(data, "order_description"),
         ipn_callback_url=_uri(data, "ipn_callback_url"),
         pay_amount=pay_amount,
+        is_fixed_rate=_flag(data, "is_fixed_rate"),
+        is_fee_paid_by_user=_flag(data, "is_fee_paid_by_user"),
     )
     if case is not None:
         # The sandbox plays the chosen flow by itself and sends an IPN per status.

@@ -67,14 +67,16 @@ class TokenAuthority:
         self._live: dict[str, float] = {}
 
     def issue(self) -> str:
-        issued = self.now()
+        # Whole seconds as the provider's tokens carry (exp − iat = 300); a token may so end up
+        # to a second early, never late.
+        issued = math.floor(self.now())
         expires = issued + self.lifetime
         jti = secrets.token_hex(8)
         self._live = {k: v for k, v in self._live.items() if v > issued} | {jti: expires}
         payload = {
             "id": ACCOUNT_ID,
-            "iat": math.floor(issued),
-            # JWT NumericDate may be fractional: a sub-second lifetime (tests) still expires.
+            "iat": issued,
+            # A NumericDate may be fractional: a sub-second lifetime (tests) still works.
             "exp": _numeric(expires),
             # Unique per token, so two logins in the same second still differ.
             "jti": jti,

@@ -80,3 +80,10 @@ def make_address(coin: Coin, rng: random.Random) -> str:
     return coin.address_prefix + "".join(
         rng.choice(coin.address_alphabet) for _ in range(body_length)
     )
+
+
+def convert(amount: Decimal, source: Coin, target: Coin) -> Decimal:
+    """An amount of one coin in another at the fixed rates, rounded to the target's decimals."""
+    if source.code == target.code:
+        return target.quantize(amount)
+    return target.quantize(amount * source.usd_rate / target.usd_rate)

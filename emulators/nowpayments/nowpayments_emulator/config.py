@@ -23,7 +23,9 @@ class EmulatorConfig:
     ipn_retries: int = 3
     ipn_retry_interval: float = 0.5
     callback_timeout: float = 3.0
-    invoice_lifetime: float = 20 * 60.0
+    # The provider documents no lifetime for an invoice itself, only for its payments (7 days to
+    # deposit at a floating rate, 20 min at a fixed rate): the hosted page stays open 7 days.
+    invoice_lifetime: float = 7 * 24 * 3600.0
     # Smallest accepted price, valued in USD (the provider refuses dust with AMOUNT_MINIMAL_ERROR).
     min_price_usd: Decimal = Decimal("1")
     # Used when a payment carries no ipn_callback_url, like the account-level IPN URL.
@@ -33,6 +35,21 @@ class EmulatorConfig:
     # Delivery attempts kept for GET /_emulator/ipn-log (oldest dropped first); a benchmark of
     # thousands of payments raises it to keep every attempt.
     ipn_log_limit: int = 10_000
+    # Status of a repeated deposit (an account setting at the provider): partially_paid | finished.
+    repeated_deposit_status: str = "partially_paid"
+    # "Wrong-Asset Deposits Auto-Processing" (account setting): on = finished, off = held for the
+    # merchant to resolve by hand (the child payment stops at confirming).
+    wrong_asset_auto_processing: bool = False
+    # The merchant's payout coin; None = the payment's own pay_currency (no conversion).
+    outcome_currency: str | None = None
+    # fee.depositFee / fee.withdrawalFee as a share of the received amount (0.01 = 1 %).
+    deposit_fee_rate: Decimal = Decimal(0)
+    withdrawal_fee_rate: Decimal = Decimal(0)
+    # actually_paid_at_fiat: "zero" as the real provider usually sends, or "value" (converted).
+    actually_paid_at_fiat: str = "zero"
+    # Delays in seconds before each retry (e.g. 60, 300, 900); empty = `ipn_retries` every
+    # `ipn_retry_interval` s. Waits run on the emulator's clock, so advancing it fires them.
+    ipn_retry_schedule: tuple[float, ...] = ()
     # Dashboard login for POST /v1/auth (the JWT some endpoints want besides the api key).
     email: str = "emulator@bitloot.test"
     password: str = "emulator-password"
@@ -61,6 +78,27 @@ class EmulatorConfig:
             default_ipn_callback_url=source.get("EMULATOR_DEFAULT_IPN_URL") or None,
             seed=int(seed_text) if seed_text else None,
             ipn_log_limit=int(_float(source, "EMULATOR_IPN_LOG_LIMIT", base.ipn_log_limit)),
+            repeated_deposit_status=_choice(
+                source,
+                "EMULATOR_REPEATED_DEPOSIT_STATUS",
+                base.repeated_deposit_status,
+                ("partially_paid", "finished"),
+            ),
+            wrong_asset_auto_processing=_flag(
+                source, "EMULATOR_WRONG_ASSET_AUTO_PROCESSING", base.wrong_asset_auto_processing
+            ),
+            outcome_currency=(source.get("EMULATOR_OUTCOME_CURRENCY") or "").lower() or None,
+            deposit_fee_rate=_decimal(source, "EMULATOR_DEPOSIT_FEE_RATE", base.deposit_fee_rate),
+            withdrawal_fee_rate=_decimal(
+                source, "EMULATOR_WITHDRAWAL_FEE_RATE", base.withdrawal_fee_rate
+            ),
+            actually_paid_at_fiat=_choice(
+                source,
+                "EMULATOR_ACTUALLY_PAID_AT_FIAT",
+                base.actually_paid_at_fiat,
+                ("zero", "value"),
+            ),
+            ipn_retry_schedule=_schedule(source, "EMULATOR_IPN_RETRY_SCHEDULE"),
             email=source.get("NOWPAYMENTS_EMAIL", base.email),
             password=source.get("NOWPAYMENTS_PASSWORD", base.password),
             jwt_lifetime=_float(source, "EMULATOR_JWT_LIFETIME", base.jwt_lifetime),
@@ -89,6 +127,31 @@ def _decimal(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
         return Decimal(text)
     except InvalidOperation as exc:
         raise ValueError(f"{name} must be a decimal number, got {text!r}") from exc
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    text = (env.get(name) or "").strip().lower()
+    if not text:
+        return default
+    if text not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {text!r}")
+    return text
+
+
+def _schedule(env: Mapping[str, str], name: str) -> tuple[float, ...]:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return ()
+    delays: list[float] = []
+    for part in text.split(","):
+        try:
+            delay = float(part)
+        except ValueError as exc:
+            raise ValueError(f"{name} must be comma-separated seconds, got {text!r}") from exc
+        if delay < 0:
+            raise ValueError(f"{name} must not hold negative delays")
+        delays.append(delay)
+    return tuple(delays)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

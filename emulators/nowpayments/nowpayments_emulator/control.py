@@ -7,18 +7,19 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .coins import COINS
 from .responses import emulator_of
-from .scenarios import Scenario
+from .scenarios import Scenario, Step, notified_statuses
 from .service import Emulator
 from .signing import js_number
 from .state import (
+    UNKNOWN_STATUS,
     BehaviourPatch,
     Fault,
     Invoice,
@@ -26,6 +27,8 @@ from .state import (
     PaymentStatus,
     iso,
 )
+
+KNOWN_STATUSES: frozenset[str] = frozenset(get_args(PaymentStatus))
 
 router = APIRouter(prefix="/_emulator", tags=["emulator control"])
 
@@ -46,12 +49,57 @@ class PayRequest(PlayRequest):
 
 
 class StatusPush(BehaviourPatch):
-    payment_status: PaymentStatus
+    # A known status; with allow_unknown_status any lowercase word up to 40 characters
+    # (e.g. "status_from_the_future"), to see how the merchant copes with a new status.
+    payment_status: str = Field(max_length=40)
+    allow_unknown_status: bool = False
     actually_paid: Decimal | None = Field(default=None, ge=0)
+    send_ipn: bool = True
+
+    @model_validator(mode="after")
+    def _status_is_allowed(self) -> StatusPush:
+        if self.payment_status in KNOWN_STATUSES:
+            return self
+        if not self.allow_unknown_status:
+            raise ValueError(
+                f"unknown payment_status {self.payment_status!r}; known: {sorted(KNOWN_STATUSES)}"
+                " (set allow_unknown_status to send another one)"
+            )
+        if not UNKNOWN_STATUS.fullmatch(self.payment_status):
+            raise ValueError("an unknown payment_status must be a lowercase word (a-z, 0-9, _)")
+        return self
+
+    def behaviour_patch(self) -> BehaviourPatch:
+        return BehaviourPatch(**self.model_dump(include=set(BehaviourPatch.model_fields)))
+
+
+class RedepositRequest(BehaviourPatch):
+    # What arrived, in pay_currency (a string keeps it exact).
+    amount: Decimal = Field(gt=0)
+    # Overrides the account setting (EMULATOR_REPEATED_DEPOSIT_STATUS / auto-processing).
+    status: Literal["partially_paid", "finished"] | None = None
+    # Another coin than the payment's = a wrong-asset deposit.
+    pay_currency: str | None = None
+    # Overrides the whole sequence, e.g. ["waiting", "confirming", "finished"].
+    statuses: list[PaymentStatus] | None = Field(default=None, min_length=1, max_length=20)
     send_ipn: bool = True
 
     def behaviour_patch(self) -> BehaviourPatch:
         return BehaviourPatch(**self.model_dump(include=set(BehaviourPatch.model_fields)))
+
+
+class ClockAdvance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    advance_seconds: float = Field(ge=0, le=10 * 366 * 24 * 3600)
+
+
+def _steps_json(steps: list[Step]) -> dict[str, list[str]]:
+    # statuses: every status the payment walks through; notified: those that get an IPN.
+    return {
+        "statuses": [step.status for step in steps],
+        "notified": notified_statuses(steps),
+    }
 
 
 def _money(value: Decimal) -> str:
@@ -72,6 +120,8 @@ def invoice_json(emulator: Emulator, invoice: Invoice) -> dict[str, Any]:
         "success_url": invoice.success_url,
         "cancel_url": invoice.cancel_url,
         "partially_paid_url": invoice.partially_paid_url,
+        "is_fixed_rate": invoice.is_fixed_rate,
+        "is_fee_paid_by_user": invoice.is_fee_paid_by_user,
         "created_at": iso(invoice.created_at),
         "expires_at": iso(invoice.expires_at),
         "payment_ids": list(invoice.payment_ids),
@@ -85,6 +135,7 @@ def payment_json(payment: Payment) -> dict[str, Any]:
         if isinstance(value, Decimal):
             view[key] = _money(value)
     view["ipn_callback_url"] = payment.ipn_callback_url
+    view["kind"] = payment.kind
     view["history"] = list(payment.history)
     view["updated_at_ms"] = payment.updated_at_ms
     return view
@@ -125,6 +176,13 @@ async def get_config(request: Request) -> dict[str, Any]:
         "invoice_lifetime": config.invoice_lifetime,
         "min_price_usd": str(config.min_price_usd),
         "default_ipn_callback_url": config.default_ipn_callback_url,
+        "repeated_deposit_status": config.repeated_deposit_status,
+        "wrong_asset_auto_processing": config.wrong_asset_auto_processing,
+        "outcome_currency": config.outcome_currency,
+        "deposit_fee_rate": str(config.deposit_fee_rate),
+        "withdrawal_fee_rate": str(config.withdrawal_fee_rate),
+        "actually_paid_at_fiat": config.actually_paid_at_fiat,
+        "ipn_retry_schedule": list(config.ipn_retry_schedule),
         "coins": {
             code: {"decimals": coin.decimals, "usd_rate": str(coin.usd_rate)}
             for code, coin in COINS.items()
@@ -138,11 +196,34 @@ async def reset(request: Request) -> dict[str, bool]:
     return {"ok": True}
 
 
+def _clock_json(emulator: Emulator, expired: list[int] | None = None) -> dict[str, Any]:
+    return {
+        "now": iso(emulator.clock.now()),
+        "now_ms": emulator.clock.ms(),
+        "offset_seconds": emulator.clock.offset,
+        "expired_payment_ids": expired or [],
+    }
+
+
+@router.get("/clock")
+async def get_clock(request: Request) -> dict[str, Any]:
+    emulator = emulator_of(request)
+    return _clock_json(emulator, emulator.sweep_expired())
+
+
+@router.post("/clock")
+async def advance_clock(body: ClockAdvance, request: Request) -> dict[str, Any]:
+    """Move the emulator's time on; payments past their lifetime expire (with an IPN) now."""
+    emulator = emulator_of(request)
+    return _clock_json(emulator, emulator.advance_clock(body.advance_seconds))
+
+
 @router.get("/invoices")
 async def list_invoices(
     request: Request, order_id: Annotated[str | None, Query(max_length=2048)] = None
 ) -> dict[str, Any]:
     emulator = emulator_of(request)
+    emulator.sweep_expired()
     invoices = [
         invoice_json(emulator, invoice)
         for invoice in emulator.store.invoices.values()
@@ -167,8 +248,10 @@ async def pay_invoice(invoice_id: int, body: PayRequest, request: Request) -> di
     coin = COINS.get(code)
     if coin is None:
         raise HTTPException(422, f"unknown pay_currency {code!r}; known: {sorted(COINS)}")
+    # Paying again while an earlier payment still waits opens another payment on the invoice
+    # (the customer went back and picked another coin); the first one waits on until it expires.
     payment = emulator.open_payment(invoice, coin)
-    statuses = emulator.play(
+    steps = emulator.play(
         payment,
         body.scenario,
         request=body.behaviour_patch(),
@@ -178,10 +261,11 @@ async def pay_invoice(invoice_id: int, body: PayRequest, request: Request) -> di
     return {
         "payment_id": payment.payment_id,
         "invoice_id": invoice.id,
-        "statuses": statuses,
+        **_steps_json(steps),
         "pay_currency": payment.pay_currency,
         "pay_amount": _money(payment.pay_amount),
         "pay_address": payment.pay_address,
+        "valid_until": iso(payment.valid_until),
     }
 
 
@@ -210,6 +294,7 @@ async def list_payments(
     order_id: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
     emulator = emulator_of(request)
+    emulator.sweep_expired()
     payments = [
         payment_json(payment)
         for payment in emulator.store.payments.values()
@@ -221,21 +306,63 @@ async def list_payments(
 
 @router.get("/payments/{payment_id}")
 async def get_payment(payment_id: int, request: Request) -> dict[str, Any]:
-    return payment_json(_payment(emulator_of(request), payment_id))
+    emulator = emulator_of(request)
+    emulator.sweep_expired()
+    return payment_json(_payment(emulator, payment_id))
 
 
 @router.post("/payments/{payment_id}/play")
 async def play_payment(payment_id: int, body: PlayRequest, request: Request) -> dict[str, Any]:
     emulator = emulator_of(request)
     payment = _payment(emulator, payment_id)
-    statuses = emulator.play(
+    steps = emulator.play(
         payment,
         body.scenario,
         request=body.behaviour_patch(),
         actually_paid=body.actually_paid,
         statuses=body.statuses,
     )
-    return {"payment_id": payment.payment_id, "statuses": statuses}
+    return {"payment_id": payment.payment_id, **_steps_json(steps)}
+
+
+@router.post("/payments/{payment_id}/redeposit")
+async def redeposit(payment_id: int, body: RedepositRequest, request: Request) -> dict[str, Any]:
+    """Coins sent again to the payment's address: a child payment with parent_payment_id."""
+    emulator = emulator_of(request)
+    payment = _payment(emulator, payment_id)
+    if emulator.root_of(payment).payment_status == "waiting":
+        raise HTTPException(
+            409,
+            f"payment {payment_id} is still waiting: its first deposit is the payment itself"
+            " (use /play or /status)",
+        )
+    coin = None
+    if body.pay_currency is not None:
+        coin = COINS.get(body.pay_currency.lower())
+        if coin is None:
+            raise HTTPException(
+                422, f"unknown pay_currency {body.pay_currency!r}; known: {sorted(COINS)}"
+            )
+    child, steps = emulator.redeposit(
+        payment,
+        body.amount,
+        coin=coin,
+        status=body.status,
+        statuses=body.statuses,
+        request=body.behaviour_patch(),
+        send_ipn=body.send_ipn,
+    )
+    return {
+        "payment_id": child.payment_id,
+        "parent_payment_id": child.parent_payment_id,
+        "invoice_id": child.invoice_id,
+        "purchase_id": child.purchase_id,
+        "kind": child.kind,
+        **_steps_json(steps),
+        "pay_currency": child.pay_currency,
+        "pay_address": child.pay_address,
+        "actually_paid": _money(child.actually_paid),
+    }
 
 
 @router.post("/payments/{payment_id}/status")
@@ -300,7 +427,7 @@ async def ipn_log(
     request: Request,
     payment_id: int | None = None,
     invoice_id: int | None = None,
-    payment_status: PaymentStatus | None = None,
+    payment_status: Annotated[str | None, Query(max_length=40)] = None,
 ) -> dict[str, Any]:
     entries = [
         entry.to_json()

@@ -20,8 +20,8 @@ import httpx
 
 from .config import EmulatorConfig
 from .scenarios import Step
-from .signing import SIGNATURE_HEADER, encode_ipn, sign
-from .state import FINAL_STATUSES, Behaviour, Payment, iso, now
+from .signing import SIGNATURE_HEADER, dumps_js, encode_ipn, sign
+from .state import FINAL_STATUSES, Behaviour, Clock, IpnShape, Payment, iso
 
 logger = logging.getLogger("nowpayments_emulator.ipn")
 
@@ -68,9 +68,12 @@ class AttemptRecord:
 class IpnDispatcher:
     """Sends IPNs and tracks every background task so callers can await quiescence."""
 
-    def __init__(self, config: EmulatorConfig, rng: random.Random) -> None:
+    def __init__(
+        self, config: EmulatorConfig, rng: random.Random, clock: Clock | None = None
+    ) -> None:
         self._config = config
         self._rng = rng
+        self._clock = clock or Clock()
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -127,15 +130,21 @@ class IpnDispatcher:
 
     # -- building and sending ---------------------------------------------------------------
 
-    def snapshot(self, payment: Payment) -> Ipn:
-        body = encode_ipn(payment.ipn_body())
+    def snapshot(self, payment: Payment, shape: IpnShape = "current") -> Ipn:
+        fields = payment.ipn_body(shape)
+        # The signature is always over the keys-sorted JSON.stringify form (the documented
+        # algorithm). The current shape is sent in exactly that form; the legacy shape is sent
+        # in the provider's own key order, so only a merchant that re-serialises canonically
+        # (sorted keys, JS number text) can verify it.
+        signed = encode_ipn(fields)
+        body = signed if shape == "current" else dumps_js(fields, sort_keys=False).encode("utf-8")
         return Ipn(
             payment_id=payment.payment_id,
             invoice_id=payment.invoice_id,
             payment_status=payment.payment_status,
             url=payment.ipn_callback_url or self._config.default_ipn_callback_url,
             body=body,
-            signature=sign(body, self._config.ipn_secret),
+            signature=sign(signed, self._config.ipn_secret),
         )
 
     def _record(
@@ -176,7 +185,7 @@ class IpnDispatcher:
                 will_retry=will_retry,
                 body=ipn.body.decode("utf-8"),
                 signature=ipn.signature,
-                sent_at=iso(now()),
+                sent_at=iso(self._clock.now()),
             )
         )
 
@@ -203,8 +212,9 @@ class IpnDispatcher:
                 self.spawn(self._retry(ipn, copy, behaviour))
 
     async def _retry(self, ipn: Ipn, copy: int, behaviour: Behaviour) -> None:
-        for attempt in range(2, behaviour.retries + 2):
-            await asyncio.sleep(behaviour.retry_interval)
+        # Waits run on the emulator's clock: POST /_emulator/clock fires a retry due in minutes.
+        for attempt, delay in enumerate(behaviour.retry_delays(), start=2):
+            await self._clock.sleep(delay)
             if await self._attempt(ipn, copy, attempt, behaviour):
                 return
 
@@ -214,7 +224,7 @@ class IpnDispatcher:
 
     async def _deliver(self, ipn: Ipn, copy: int, attempt: int, behaviour: Behaviour) -> bool:
         assert ipn.url is not None
-        will_retry = attempt <= behaviour.retries
+        will_retry = attempt <= len(behaviour.retry_delays())
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
@@ -269,7 +279,10 @@ class IpnDispatcher:
         held: list[Ipn] = []
         for index, step in enumerate(steps):
             if index:
-                await asyncio.sleep(behaviour.step_delay)
+                if behaviour.step_delay:
+                    await self._clock.sleep(behaviour.step_delay)
+                else:
+                    await asyncio.sleep(0)
             # State moves on even when the IPN is lost: GET /v1/payment must show the truth.
             if index or (step.status, step.actually_paid) != (
                 payment.payment_status,
@@ -277,7 +290,9 @@ class IpnDispatcher:
             ):
                 # A new payment is already `waiting`; its first IPN announces that, unchanged.
                 payment.apply(step.status, step.actually_paid)
-            ipn = self.snapshot(payment)
+            if step.silent:
+                continue  # the provider moved on without notifying (real logs skip statuses)
+            ipn = self.snapshot(payment, behaviour.ipn_shape)
             is_last = index == len(steps) - 1
             if step.status in behaviour.drop_statuses or (
                 behaviour.drop_final and is_last and step.status in FINAL_STATUSES
@@ -306,7 +321,7 @@ class IpnDispatcher:
 
     def push(self, payment: Payment, behaviour: Behaviour, *, send_ipn: bool) -> None:
         """Deliver the payment's current state (already applied by the caller) in the background."""
-        ipn = self.snapshot(payment)
+        ipn = self.snapshot(payment, behaviour.ipn_shape)
         if (
             not send_ipn
             or ipn.payment_status in behaviour.drop_statuses

@@ -1,7 +1,9 @@
 """The hosted invoice page a customer is sent to (invoice_url), with a form to play a payment.
 
 Form controls keep stable ids for browser tests: select#coin (name pay_currency), radios named
-"scenario" (#scenario-full, -underpay, -overpay, -expire, -fail) and button#pay.
+"scenario" (#scenario-<name>, one per scenario) and button#pay. While a payment is still waiting,
+the status page offers a#choose-another-coin: the customer goes back and opens a second payment
+on the same invoice in another coin, as on the provider's page.
 """
 
 from __future__ import annotations
@@ -50,14 +52,21 @@ def _lookup(emulator: Emulator, invoice_id: str) -> Invoice | None:
 
 
 def _latest_payment(emulator: Emulator, invoice: Invoice) -> Payment | None:
-    if not invoice.payment_ids:
-        return None
-    return emulator.store.payments[invoice.payment_ids[-1]]
+    # The customer's latest choice of coin; repeated and wrong-asset deposits are not choices.
+    emulator.sweep_expired()
+    for payment_id in reversed(invoice.payment_ids):
+        payment = emulator.store.payments[payment_id]
+        if payment.parent_payment_id is None:
+            return payment
+    return None
 
 
-def _blocks_new_payment(payment: Payment | None) -> bool:
-    # A failed or expired attempt lets the customer try again; anything else is in progress or paid.
-    return payment is not None and payment.payment_status not in ("failed", "expired")
+def _blocks_new_payment(payment: Payment | None, *, another_coin: bool = False) -> bool:
+    # A failed, expired or cancelled attempt lets the customer try again, and so does going back
+    # from a payment still waiting for coins; anything else is in progress or paid.
+    if payment is None or payment.payment_status in ("failed", "expired", "cancelled"):
+        return False
+    return not (another_coin and payment.payment_status == "waiting")
 
 
 def _return_url(invoice: Invoice, status: str) -> str | None:
@@ -65,7 +74,7 @@ def _return_url(invoice: Invoice, status: str) -> str | None:
         return invoice.success_url
     if status == "partially_paid":
         return invoice.partially_paid_url or invoice.success_url
-    if status in ("failed", "expired", "refunded"):
+    if status in ("failed", "expired", "refunded", "cancelled"):
         return invoice.cancel_url
     return None
 
@@ -122,12 +131,16 @@ async def provider_style_link(
 
 
 @router.get("/invoice/{invoice_id}")
-async def invoice_page(invoice_id: str, request: Request) -> Response:
+async def invoice_page(
+    invoice_id: str,
+    request: Request,
+    another_coin: Annotated[str, Query(max_length=8)] = "",
+) -> Response:
     emulator = emulator_of(request)
     invoice = _lookup(emulator, invoice_id)
     if invoice is None:
         return _message(request, "Invoice not found", "There is no invoice with this id.", 404)
-    if _blocks_new_payment(_latest_payment(emulator, invoice)):
+    if _blocks_new_payment(_latest_payment(emulator, invoice), another_coin=another_coin == "1"):
         return RedirectResponse(_status_path(invoice), status_code=303)
     if invoice.is_expired():
         return _message(
@@ -146,7 +159,8 @@ async def submit_payment(invoice_id: str, request: Request) -> Response:
     invoice = _lookup(emulator, invoice_id)
     if invoice is None:
         return _message(request, "Invoice not found", "There is no invoice with this id.", 404)
-    if _blocks_new_payment(_latest_payment(emulator, invoice)):
+    # Submitting the form again while the last payment waits = choosing another coin.
+    if _blocks_new_payment(_latest_payment(emulator, invoice), another_coin=True):
         return RedirectResponse(_status_path(invoice), status_code=303)
     if invoice.is_expired():
         return _message(
@@ -204,5 +218,8 @@ async def payment_status_page(invoice_id: str, request: Request) -> Response:
             "pay_amount": js_number(payment.pay_amount),
             "actually_paid": js_number(payment.actually_paid),
             "link_url": _return_url(invoice, payment.payment_status),
+            "another_coin_url": f"/invoice/{invoice.id}?another_coin=1"
+            if payment.payment_status == "waiting" and not invoice.is_expired()
+            else None,
         },
     )

@@ -9,7 +9,7 @@ from decimal import Decimal
 from .coins import Coin
 from .config import EmulatorConfig
 from .delivery import IpnDispatcher
-from .scenarios import Scenario, scenario_steps
+from .scenarios import Scenario, Step, scenario_steps
 from .state import (
     Behaviour,
     BehaviourPatch,
@@ -26,7 +26,8 @@ class Emulator:
         # Ids, addresses and shuffles only need to look random, and be repeatable with a seed.
         self.rng = random.Random(config.seed)  # noqa: S311
         self.store = Store(config, self.rng)
-        self.dispatcher = IpnDispatcher(config, self.rng)
+        self.clock = self.store.clock
+        self.dispatcher = IpnDispatcher(config, self.rng, self.clock)
 
     def behaviour_for(self, invoice: Invoice | None, request: BehaviourPatch | None) -> Behaviour:
         # Request beats invoice beats global beats config.
@@ -59,12 +60,89 @@ class Emulator:
         request: BehaviourPatch | None = None,
         actually_paid: Decimal | None = None,
         statuses: Sequence[str] | None = None,
-    ) -> list[str]:
-        """Start the scenario's status sequence in the background; return the statuses planned."""
-        invoice = self.store.invoices.get(payment.invoice_id) if payment.invoice_id else None
+    ) -> list[Step]:
+        """Start the scenario's status sequence in the background; return the steps planned."""
+        invoice = self.invoice_of(payment)
         steps = scenario_steps(scenario, payment, actually_paid=actually_paid, statuses=statuses)
         self.dispatcher.start_playback(payment, steps, self.behaviour_for(invoice, request))
-        return [step.status for step in steps]
+        return steps
+
+    def invoice_of(self, payment: Payment) -> Invoice | None:
+        return self.store.invoices.get(payment.invoice_id) if payment.invoice_id else None
+
+    def root_of(self, payment: Payment) -> Payment:
+        """The original payment a repeated or wrong-asset deposit points at."""
+        while payment.parent_payment_id is not None:
+            parent = self.store.payments.get(payment.parent_payment_id)
+            if parent is None:
+                break
+            payment = parent
+        return payment
+
+    def redeposit(
+        self,
+        payment: Payment,
+        amount: Decimal,
+        *,
+        coin: Coin | None = None,
+        status: str | None = None,
+        statuses: Sequence[str] | None = None,
+        request: BehaviourPatch | None = None,
+        send_ipn: bool = True,
+    ) -> tuple[Payment, list[Step]]:
+        """Coins sent again to a payment's address: a new payment with parent_payment_id.
+
+        Same coin = a repeated deposit (status from the account setting, partially_paid by
+        default). Another coin = a wrong-asset deposit: finished with auto-processing on, else
+        held at confirming for the merchant to resolve by hand (push a status to resolve it).
+        """
+        parent = self.root_of(payment)
+        deposit_coin = coin or parent.coin
+        wrong_asset = deposit_coin.code != parent.coin.code
+        if statuses:
+            sequence = list(statuses)
+        else:
+            final = status
+            if final is None and not wrong_asset:
+                final = self.config.repeated_deposit_status
+            if final is None and self.config.wrong_asset_auto_processing:
+                final = "finished"
+            # The coins are already on the address when the child payment is born.
+            sequence = ["confirming"] + ([final] if final and final != "confirming" else [])
+        child = self.store.create_child(
+            parent,
+            coin=deposit_coin,
+            amount=amount,
+            status=sequence[0],
+            kind="wrong_asset" if wrong_asset else "repeated_deposit",
+        )
+        steps = [Step(item, child.actually_paid) for item in sequence]
+        behaviour = self.behaviour_for(self.invoice_of(child), request)
+        if send_ipn:
+            self.dispatcher.start_playback(child, steps, behaviour)
+        else:
+            for index, step in enumerate(steps):
+                if index:
+                    child.apply(step.status, step.actually_paid)
+                self.dispatcher.record_dropped(self.dispatcher.snapshot(child, behaviour.ipn_shape))
+        return child, steps
+
+    def sweep_expired(self) -> list[int]:
+        """Expire (with an IPN) every payment still waiting past its lifetime."""
+        at = self.clock.now()
+        expired: list[int] = []
+        for payment in list(self.store.payments.values()):
+            if payment.is_due_to_expire(at):
+                self.push_status(
+                    payment, "expired", actually_paid=None, request=None, send_ipn=True
+                )
+                expired.append(payment.payment_id)
+        return expired
+
+    def advance_clock(self, seconds: float) -> list[int]:
+        """Move the emulator's time on; payments whose lifetime ran out expire now."""
+        self.clock.advance(seconds)
+        return self.sweep_expired()
 
     def push_status(
         self,
@@ -75,7 +153,7 @@ class Emulator:
         request: BehaviourPatch | None,
         send_ipn: bool,
     ) -> None:
-        invoice = self.store.invoices.get(payment.invoice_id) if payment.invoice_id else None
+        invoice = self.invoice_of(payment)
         payment.apply(status, actually_paid)
         self.dispatcher.push(payment, self.behaviour_for(invoice, request), send_ipn=send_ipn)
 

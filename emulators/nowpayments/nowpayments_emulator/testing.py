@@ -199,6 +199,42 @@ class Harness:
         entries: list[dict[str, Any]] = response.json()["entries"]
         return entries
 
+    async def _control(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        response = await self.client.request(method, f"/_emulator{path}", json=body)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def clock(self) -> dict[str, Any]:
+        """`{now, now_ms, offset_seconds, expired_payment_ids}` of the emulator's clock."""
+        return await self._control("GET", "/clock")
+
+    async def advance_clock(self, seconds: float) -> dict[str, Any]:
+        """Move the emulator's time on; payments past their lifetime expire (with an IPN)."""
+        return await self._control("POST", "/clock", {"advance_seconds": seconds})
+
+    async def redeposit(self, payment_id: int, amount: str, **fields: Any) -> dict[str, Any]:
+        """A repeated deposit (or, with another `pay_currency`, a wrong-asset deposit)."""
+        return await self._control(
+            "POST", f"/payments/{payment_id}/redeposit", {"amount": amount} | fields
+        )
+
+    async def push_status(self, payment_id: int, status: str, **fields: Any) -> dict[str, Any]:
+        """Set any status (`allow_unknown_status=True` for one the provider has not got yet)."""
+        return await self._control(
+            "POST", f"/payments/{payment_id}/status", {"payment_status": status} | fields
+        )
+
+    async def play(self, payment_id: int, **fields: Any) -> dict[str, Any]:
+        return await self._control("POST", f"/payments/{payment_id}/play", fields)
+
+    async def control_payment(self, payment_id: int) -> dict[str, Any]:
+        """The emulator's own view of a payment: history, kind, amounts as strings."""
+        return await self._control("GET", f"/payments/{payment_id}")
+
+    async def set_behaviour(self, **patch: Any) -> dict[str, Any]:
+        return await self._control("PUT", "/behaviour", patch)
+
 
 # What the `make_harness` fixture hands out: build an emulator with config overrides.
 HarnessFactory = Callable[..., Awaitable[Harness]]

@@ -21,7 +21,7 @@ def test_defaults() -> None:
     assert config.public_url == "http://127.0.0.1:8010"
     assert config.callback_timeout == 3.0
     assert 0 < config.step_delay <= 0.1
-    assert config.invoice_lifetime == 1200.0
+    assert config.invoice_lifetime == 7 * 24 * 3600.0  # the deposit window; payments expire
     assert config.ipn_log_limit == 10_000
 
 

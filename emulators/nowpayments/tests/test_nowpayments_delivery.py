@@ -107,7 +107,8 @@ async def test_full_payment_delivers_signed_sorted_bodies_in_order(
     first, last = verify(requests[0]), verify(requests[-1])
     assert first["actually_paid"] == 0
     assert last["actually_paid"] == last["pay_amount"]
-    assert last["actually_paid_at_fiat"] == Decimal("69.25")
+    # The real provider usually sends 0 here even when paid (EMULATOR_ACTUALLY_PAID_AT_FIAT).
+    assert last["actually_paid_at_fiat"] == 0
     assert last["outcome_amount"] + last["fee"]["serviceFee"] == last["actually_paid"]
 
 
