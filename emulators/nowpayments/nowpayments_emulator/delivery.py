@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import httpx
@@ -21,7 +22,7 @@ import httpx
 from .config import EmulatorConfig
 from .scenarios import Step
 from .signing import SIGNATURE_HEADER, dumps_js, encode_ipn, sign
-from .state import FINAL_STATUSES, Behaviour, Clock, IpnShape, Payment, iso
+from .state import FINAL_STATUSES, Behaviour, Clock, IpnShape, Payment, iso, later
 
 logger = logging.getLogger("nowpayments_emulator.ipn")
 
@@ -209,14 +210,16 @@ class IpnDispatcher:
             return
         for copy in range(1, behaviour.duplicates + 1):
             if not await self._attempt(ipn, copy, 1, behaviour):
-                self.spawn(self._retry(ipn, copy, behaviour))
+                self.spawn(self._retry(ipn, copy, behaviour, self._clock.now()))
 
-    async def _retry(self, ipn: Ipn, copy: int, behaviour: Behaviour) -> None:
-        # Waits run on the emulator's clock: POST /_emulator/clock fires a retry due in minutes.
+    async def _retry(self, ipn: Ipn, copy: int, behaviour: Behaviour, failed_at: datetime) -> None:
+        # Waits run on the emulator's clock, counted from the failed attempt: advancing the clock
+        # (POST /_emulator/clock) fires a retry that is due in minutes.
         for attempt, delay in enumerate(behaviour.retry_delays(), start=2):
-            await self._clock.sleep(delay)
+            await self._clock.sleep_until(later(failed_at, delay))
             if await self._attempt(ipn, copy, attempt, behaviour):
                 return
+            failed_at = self._clock.now()
 
     async def _attempt(self, ipn: Ipn, copy: int, attempt: int, behaviour: Behaviour) -> bool:
         async with self._slots:

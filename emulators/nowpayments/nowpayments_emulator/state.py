@@ -179,7 +179,10 @@ class Clock:
 
     async def sleep(self, seconds: float) -> None:
         """Wait until the emulator's clock has moved `seconds` on (real time or advanced)."""
-        due = self.now() + timedelta(seconds=seconds)
+        await self.sleep_until(self.now() + timedelta(seconds=seconds))
+
+    async def sleep_until(self, due: datetime) -> None:
+        """Wait until the emulator's clock reads `due` (at once if it already does)."""
         while True:
             remaining = (due - self.now()).total_seconds()
             if remaining <= 0:
