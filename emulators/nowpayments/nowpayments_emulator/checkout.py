@@ -168,8 +168,10 @@ async def full_currencies(_: Annotated[Emulator, Depends(guard("full_currencies"
 
 @router.get("/merchant/coins")
 async def merchant_coins(_: Annotated[Emulator, Depends(guard("merchant_coins"))]) -> Response:
-    # Every coin is "checked" in this emulator's coin settings.
-    return js_response({"currencies": list(COINS)})
+    # The Postman example shows {"currencies": […]}, but merchants' code against the live API
+    # reads `selectedCurrencies` (and lower-cases the codes): the live shape wins. Every coin is
+    # "checked" in this emulator's coin settings.
+    return js_response({"selectedCurrencies": [code.upper() for code in COINS]})
 
 
 def token_id(api_key: str) -> str:

@@ -143,8 +143,9 @@ async def test_full_currencies_describe_every_coin_and_their_regex_matches_addre
 
 async def test_merchant_coins_lists_the_checked_coins(emu: Harness) -> None:
     coins = (await get(emu, "/v1/merchant/coins")).json()
-    assert coins == {"currencies": list(COINS)}
-    assert coins == (await get(emu, "/v1/currencies")).json()
+    assert coins == {"selectedCurrencies": [code.upper() for code in COINS]}
+    every = (await get(emu, "/v1/currencies")).json()["currencies"]
+    assert [code.lower() for code in coins["selectedCurrencies"]] == every
 
 
 async def test_update_merchant_estimate_returns_the_payment_estimate(emu: Harness) -> None:
