@@ -67,6 +67,12 @@ _PROBLEM_PAGES: dict[DownloadProblem, tuple[int, str, str, bool]] = {
         "Downloads for this order were stopped by our team. Please contact support.",
         False,
     ),
+    DownloadProblem.REFUNDED: (
+        403,
+        "This link no longer works",
+        "The payment for this order was refunded, so its download link no longer works.",
+        False,
+    ),
     DownloadProblem.EXHAUSTED: (
         403,
         "Download limit reached",

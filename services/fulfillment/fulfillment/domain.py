@@ -28,6 +28,7 @@ TEMPLATE_UNDERPAID = "underpaid"
 TEMPLATE_PAYMENT_FAILED = "payment_failed"
 TEMPLATE_PAYMENT_EXPIRED = "payment_expired"
 TEMPLATE_REISSUE = "reissue"
+TEMPLATE_PAYMENT_REFUNDED = "payment_refunded"
 TEMPLATES = frozenset(
     {
         TEMPLATE_ORDER_COMPLETED,
@@ -35,8 +36,15 @@ TEMPLATES = frozenset(
         TEMPLATE_PAYMENT_FAILED,
         TEMPLATE_PAYMENT_EXPIRED,
         TEMPLATE_REISSUE,
+        TEMPLATE_PAYMENT_REFUNDED,
     }
 )
+# Emails carrying a download link: not worth sending once the payment was refunded.
+LINK_TEMPLATES = (TEMPLATE_ORDER_COMPLETED, TEMPLATE_REISSUE)
+
+# A refund revokes grants like an operator would; this names who did it (events, audit).
+REFUND_OPERATOR = "system:refund"
+REFUND_REASON = "payment refunded"
 
 
 class UndeliverableOrderError(ValueError):

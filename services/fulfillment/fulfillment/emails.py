@@ -63,6 +63,11 @@ _TEMPLATES: dict[str, tuple[str, str, dict[str, Any]]] = {
         "Your payment for BitLoot order {order_id} expired",
         {"expired": True},
     ),
+    domain.TEMPLATE_PAYMENT_REFUNDED: (
+        "payment_refunded",
+        "Your payment for BitLoot order {order_id} was refunded",
+        {},
+    ),
 }
 
 

@@ -58,6 +58,18 @@ class Delivery(Base):
     revoked_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
+class Refund(Base):
+    """An order whose payment was refunded. Its grants are revoked, and it is never delivered
+    afterwards: OrderPaid and OrderRefunded arrive on different consumers, in either order."""
+
+    __tablename__ = "refund"
+
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source_event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    reason: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class DeliveryItem(Base):
     """One stored object per order line; sha256 lets a regeneration prove it is the same file."""
 

@@ -19,6 +19,7 @@ from fulfillment.models import (
     DownloadGrant,
     EmailLog,
     RateLimit,
+    Refund,
 )
 
 EMAIL_CHANNEL = f"bitloot_email_{SCHEMA}"
@@ -126,6 +127,24 @@ async def mark_delivery_revoked(session: AsyncSession, delivery_id: uuid.UUID, r
         .where(Delivery.id == delivery_id, Delivery.revoked_at.is_(None))
         .values(revoked_at=func.now(), revoked_reason=reason)
     )
+
+
+async def record_refund(
+    session: AsyncSession, order_id: str, source_event_id: uuid.UUID, reason: str
+) -> bool:
+    """True the first time the order is recorded as refunded."""
+    result = await session.execute(
+        insert(Refund)
+        .values(order_id=order_id, source_event_id=source_event_id, reason=reason)
+        .on_conflict_do_nothing(index_elements=[Refund.order_id])
+        .returning(Refund.order_id)
+    )
+    return result.first() is not None
+
+
+async def is_refunded(session: AsyncSession, order_id: str) -> bool:
+    result = await session.execute(select(Refund.order_id).where(Refund.order_id == order_id))
+    return result.first() is not None
 
 
 async def db_now(session: AsyncSession) -> datetime:
@@ -262,6 +281,37 @@ async def mark_email_failed_attempt(
         .returning(EmailLog.id)
     )
     return result.first() is not None
+
+
+async def cancel_pending_emails(
+    session: AsyncSession, order_id: str, templates: Sequence[str], reason: str
+) -> list[ClaimedEmail]:
+    """Give up on the order's unsent emails of these templates (terminal, like a failure).
+
+    A row a sender holds right now may still go out: its ``mark_email_sent`` then finds the
+    row no longer pending and records nothing.
+    """
+    result = await session.execute(
+        update(EmailLog)
+        .where(
+            EmailLog.order_id == order_id,
+            EmailLog.template.in_(list(templates)),
+            EmailLog.status == "pending",
+        )
+        .values(status="failed", last_error=reason[:1000])
+        .returning(
+            EmailLog.id,
+            EmailLog.order_id,
+            EmailLog.template,
+            EmailLog.ref,
+            EmailLog.recipient,
+            EmailLog.context,
+            EmailLog.correlation_id,
+            EmailLog.attempts,
+            EmailLog.created_at,
+        )
+    )
+    return [ClaimedEmail(*row) for row in result.all()]
 
 
 async def emails_for_order(session: AsyncSession, order_id: str) -> list[EmailLog]:

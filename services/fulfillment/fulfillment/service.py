@@ -27,7 +27,7 @@ from shared.contracts.fulfillment import (
     OrderDelivered,
     RevokeGrantsRequest,
 )
-from shared.contracts.orders import OrderEvent, OrderPaid
+from shared.contracts.orders import OrderEvent, OrderPaid, OrderRefunded
 from shared.messaging import add_to_outbox
 from shared.money import amount_text
 from shared.observability import get_logger
@@ -108,7 +108,7 @@ class Fulfillment:
 @dataclass(frozen=True)
 class DeliveryOutcome:
     order_id: str
-    delivery_id: uuid.UUID
+    delivery_id: uuid.UUID | None  # None: refunded before it was delivered, nothing made
     created: bool
     uploaded: int = 0
 
@@ -123,6 +123,10 @@ async def deliver_paid_order(
     existing = await repo.delivery_for_order(session, order_id)
     if existing is not None:
         return DeliveryOutcome(order_id, existing.id, created=False)
+    if await repo.is_refunded(session, order_id):
+        # The refund was handled first (the consumers race): the goods are never handed out.
+        log.warning("paid_order_already_refunded", order_id=order_id)
+        return DeliveryOutcome(order_id, None, created=False)
 
     lines = domain.lines_to_deliver(
         order_id, event.email, [(i.sku, i.title, i.quantity) for i in event.items]
@@ -259,30 +263,100 @@ async def revoke_order_grants(session: AsyncSession, request: RevokeGrantsReques
     delivery = await repo.delivery_for_order(session, request.order_id)
     if delivery is None:
         raise UnknownOrderError(f"no delivery for order {request.order_id}")
-    reason = request.reason[:500]
-    revoked = await repo.revoke_grants(session, request.order_id, reason)
-    # Also on the delivery: a reissue must not hand out a fresh link after an operator said no.
+    envelope = {"correlation_id": request.correlation_id} if request.correlation_id else {}
+    return await _revoke_delivery(
+        session,
+        delivery,
+        operator_id=request.operator_id,
+        reason=request.reason,
+        envelope=envelope,
+    )
+
+
+async def _revoke_delivery(
+    session: AsyncSession,
+    delivery: Delivery,
+    *,
+    operator_id: str,
+    reason: str,
+    envelope: dict[str, str],
+) -> int:
+    """Every live grant of the order revoked; the caller holds the order's lock."""
+    reason = reason[:500]
+    revoked = await repo.revoke_grants(session, delivery.order_id, reason)
+    # Also on the delivery: a reissue must not hand out a fresh link after that.
     await repo.mark_delivery_revoked(session, delivery.id, reason)
     if revoked:
-        envelope = {"correlation_id": request.correlation_id} if request.correlation_id else {}
         await add_to_outbox(
             session,
             Outbox,
             GrantsRevoked(
-                order_id=request.order_id,
+                order_id=delivery.order_id,
                 revoked=revoked,
-                operator_id=request.operator_id,
+                operator_id=operator_id,
                 reason=reason,
                 **envelope,
             ),
         )
-    log.info(
-        "grants_revoked",
-        order_id=request.order_id,
-        revoked=revoked,
-        operator_id=request.operator_id,
-    )
+    log.info("grants_revoked", order_id=delivery.order_id, revoked=revoked, operator_id=operator_id)
     return revoked
+
+
+@dataclass(frozen=True)
+class RefundOutcome:
+    order_id: str
+    first: bool  # False: this refund was already handled (a republish)
+    delivered: bool  # the goods had been handed out (their links are revoked now)
+    revoked: int
+    cancelled_emails: int = 0
+
+
+async def withdraw_refunded_order(session: AsyncSession, event: OrderRefunded) -> RefundOutcome:
+    """A refunded order's goods are withdrawn: links revoked, never delivered afterwards, one
+    honest email. Under the order's lock, so it serialises with a delivery of the same order."""
+    order_id = event.order_id
+    if len(order_id) > domain.MAX_ORDER_ID_LENGTH or len(event.email) > domain.MAX_EMAIL_LENGTH:
+        raise domain.UndeliverableOrderError("order id or email too long to record")
+    await repo.lock_order(session, order_id)
+    first = await repo.record_refund(
+        session, order_id, event.event_id, (event.reason or domain.REFUND_REASON)[:500]
+    )
+    delivery = await repo.delivery_for_order(session, order_id)
+    revoked = 0
+    if delivery is not None:
+        revoked = await _revoke_delivery(
+            session,
+            delivery,
+            operator_id=domain.REFUND_OPERATOR,
+            reason=domain.REFUND_REASON,
+            envelope=event.caused(),
+        )
+    # A link email still waiting (mail server down) would arrive with a dead link after this.
+    cancelled = await repo.cancel_pending_emails(
+        session, order_id, domain.LINK_TEMPLATES, "cancelled: the payment was refunded"
+    )
+    for email in cancelled:
+        await add_to_outbox(
+            session, Outbox, _email_event(email, "failed", "cancelled: the payment was refunded")
+        )
+    await repo.queue_email(
+        session,
+        order_id=order_id,
+        template=domain.TEMPLATE_PAYMENT_REFUNDED,
+        # Like a reissue: to the address the goods went to, when they went anywhere.
+        recipient=delivery.email if delivery is not None else event.email,
+        context={"delivered": delivery is not None},
+        correlation_id=event.correlation_id,
+    )
+    log.info(
+        "refunded_order_withdrawn",
+        order_id=order_id,
+        first=first,
+        delivered=delivery is not None,
+        revoked=revoked,
+        cancelled_emails=len(cancelled),
+    )
+    return RefundOutcome(order_id, first, delivery is not None, revoked, len(cancelled))
 
 
 # --- reissue -----------------------------------------------------------------------------------
@@ -352,6 +426,7 @@ class DownloadProblem(StrEnum):
     INVALID = "invalid"
     EXPIRED = "expired"
     REVOKED = "revoked"
+    REFUNDED = "refunded"  # revoked because the payment was refunded
     EXHAUSTED = "exhausted"
     NO_SUCH_ITEM = "no_such_item"
 
@@ -389,6 +464,12 @@ _STATE_PROBLEM = {
 }
 
 
+def _problem_of(grant: DownloadGrant, state: domain.GrantState) -> DownloadProblem:
+    if state is domain.GrantState.REVOKED and grant.revoked_reason == domain.REFUND_REASON:
+        return DownloadProblem.REFUNDED
+    return _STATE_PROBLEM.get(state, DownloadProblem.EXHAUSTED)
+
+
 def _state_of(grant: DownloadGrant, now: datetime) -> domain.GrantState:
     return domain.grant_state(
         now=now,
@@ -415,7 +496,7 @@ async def open_download(
     if check.problem is TokenProblem.EXPIRED and state is domain.GrantState.OK:
         state = domain.GrantState.EXPIRED
     if state is not domain.GrantState.OK:
-        return Problem(_STATE_PROBLEM[state], delivery.order_id)
+        return Problem(_problem_of(grant, state), delivery.order_id)
 
     items = await repo.items_of(session, delivery.id)
     if position is None:
@@ -438,7 +519,7 @@ async def open_download(
         # Lost a race since the read above (last allowed download, revocation, expiry).
         await session.refresh(grant)
         state = _state_of(grant, await repo.db_now(session))
-        return Problem(_STATE_PROBLEM.get(state, DownloadProblem.EXHAUSTED), delivery.order_id)
+        return Problem(_problem_of(grant, state), delivery.order_id)
     url = f.store.presigned_get(
         item.object_key,
         filename=domain.download_filename(line),

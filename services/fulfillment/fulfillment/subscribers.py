@@ -9,7 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from shared.contracts.fulfillment import RevokeGrantsReply, RevokeGrantsRequest
-from shared.contracts.orders import OrderExpired, OrderFailed, OrderPaid, OrderUnderpaid
+from shared.contracts.orders import (
+    OrderExpired,
+    OrderFailed,
+    OrderPaid,
+    OrderRefunded,
+    OrderUnderpaid,
+)
 from shared.db import is_connection_error
 from shared.messaging import Delivery, durable_consumer
 from shared.messaging.rpc import register_responder
@@ -28,6 +34,7 @@ DURABLE_PAID = "fulfillment-paid"
 DURABLE_UNDERPAID = "fulfillment-underpaid"
 DURABLE_FAILED = "fulfillment-failed"
 DURABLE_EXPIRED = "fulfillment-expired"
+DURABLE_REFUNDED = "fulfillment-refunded"
 
 
 def register(ctx: ServiceContext, f: Fulfillment) -> list[Any]:
@@ -55,6 +62,9 @@ def register(ctx: ServiceContext, f: Fulfillment) -> list[Any]:
 
     async def on_expired(session: AsyncSession, event: OrderExpired, _: Delivery) -> None:
         await service.queue_notice(session, event, domain.TEMPLATE_PAYMENT_EXPIRED, {})
+
+    async def on_refunded(session: AsyncSession, event: OrderRefunded, _: Delivery) -> None:
+        await service.withdraw_refunded_order(session, event)
 
     common: dict[str, Any] = {
         "session_factory": ctx.sessions,
@@ -92,6 +102,14 @@ def register(ctx: ServiceContext, f: Fulfillment) -> list[Any]:
             durable=DURABLE_EXPIRED,
             event_type=OrderExpired,
             handler=on_expired,
+            **common,
+        ),
+        durable_consumer(
+            ctx.broker,
+            subject=OrderRefunded.SUBJECT,
+            durable=DURABLE_REFUNDED,
+            event_type=OrderRefunded,
+            handler=on_refunded,
             **common,
         ),
     ]

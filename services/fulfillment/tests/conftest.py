@@ -22,7 +22,7 @@ from fulfillment.service import Fulfillment
 from fulfillment.settings import FulfillmentSettings
 from fulfillment.storage import ObjectStore, make_client
 from shared.contracts.envelope import Event
-from shared.contracts.orders import OrderLine, OrderPaid
+from shared.contracts.orders import OrderLine, OrderPaid, OrderRefunded
 from shared.runtime import ServiceContext, running
 from shared.testing import wait_for
 from shared.testing.jetstream import stored_bodies
@@ -142,6 +142,21 @@ def paid_event(
         currency="EUR",
         items=lines,
         payment_id="5524759814",
+    )
+
+
+def refunded_event(paid: OrderPaid, previous_status: str = "fulfilled") -> OrderRefunded:
+    return OrderRefunded(
+        order_id=paid.order_id,
+        status="refunded",
+        version=paid.version + 2,
+        email=paid.email,
+        total=paid.total,
+        currency=paid.currency,
+        previous_status=previous_status,
+        payment_id=paid.payment_id,
+        reason="the payment was refunded",
+        correlation_id=paid.correlation_id,
     )
 
 

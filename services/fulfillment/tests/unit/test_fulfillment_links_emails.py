@@ -91,6 +91,39 @@ def test_rendered_email_escapes_html_and_carries_the_link():
     assert email.message_id.endswith("@bitloot.local>")
 
 
+def _render(template: str, context: dict) -> OutgoingEmail:
+    return emails.render(
+        template,
+        context,
+        order_id="ord_9",
+        recipient="carol@example.com",
+        idempotency_key=f"ord_9:{template}",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        settings=settings(),
+    )
+
+
+def test_refund_email_says_the_link_no_longer_works_only_when_one_was_sent():
+    delivered = _render(domain.TEMPLATE_PAYMENT_REFUNDED, {"delivered": True})
+    assert delivered.subject == "Your payment for BitLoot order ord_9 was refunded"
+    for body in (delivered.text, delivered.html):
+        assert "was refunded" in body and "no longer works" in body
+        assert "/downloads/" not in body  # no link, not even the dead one
+    never = _render(domain.TEMPLATE_PAYMENT_REFUNDED, {"delivered": False})
+    assert "no longer works" not in never.text
+    assert "Nothing was delivered" in never.text and "Nothing was delivered" in never.html
+
+
+def test_underpaid_email_names_the_top_up():
+    email = _render(
+        domain.TEMPLATE_UNDERPAID,
+        {"actually_paid": "0.1", "pay_amount": "0.3", "pay_currency": "BTC"},
+    )
+    for body in (email.text, email.html):
+        assert "same payment address" in body and "not refunded" in body
+    assert "0.1 of 0.3 BTC" in email.text
+
+
 def test_smtp_url_parsing():
     plain = emails.parse_smtp_url("smtp://127.0.0.1:1025")
     assert (plain.host, plain.port, plain.implicit_tls, plain.starttls) == (
