@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from collections.abc import Sequence
 from decimal import Decimal
@@ -19,6 +21,9 @@ from .state import (
     resolve_behaviour,
 )
 
+# How often real time is checked against payment lifetimes (the clock endpoint acts at once).
+_SWEEP_EVERY = 1.0
+
 
 class Emulator:
     def __init__(self, config: EmulatorConfig) -> None:
@@ -28,6 +33,7 @@ class Emulator:
         self.store = Store(config, self.rng)
         self.clock = self.store.clock
         self.dispatcher = IpnDispatcher(config, self.rng, self.clock)
+        self._sweeper: asyncio.Task[None] | None = None
 
     def behaviour_for(self, invoice: Invoice | None, request: BehaviourPatch | None) -> Behaviour:
         # Request beats invoice beats global beats config.
@@ -41,7 +47,26 @@ class Emulator:
     def invoice_url(self, invoice: Invoice) -> str:
         return f"{self.config.public_url}/invoice/{invoice.id}"
 
+    def watch_lifetimes(self) -> None:
+        """Start (once) the background check that expires payments as real time passes.
+
+        Not counted as pending work: wait-idle is about IPNs, and this never ends.
+        """
+        if self._sweeper is not None and not self._sweeper.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._sweeper = loop.create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_EVERY)
+            self.sweep_expired()
+
     def open_payment(self, invoice: Invoice, coin: Coin) -> Payment:
+        self.watch_lifetimes()
         return self.store.create_payment(
             coin=coin,
             price_amount=invoice.price_amount,
@@ -62,6 +87,7 @@ class Emulator:
         statuses: Sequence[str] | None = None,
     ) -> list[Step]:
         """Start the scenario's status sequence in the background; return the steps planned."""
+        self.watch_lifetimes()
         invoice = self.invoice_of(payment)
         steps = scenario_steps(scenario, payment, actually_paid=actually_paid, statuses=statuses)
         self.dispatcher.start_playback(payment, steps, self.behaviour_for(invoice, request))
@@ -129,6 +155,7 @@ class Emulator:
 
     def sweep_expired(self) -> list[int]:
         """Expire (with an IPN) every payment still waiting past its lifetime."""
+        self.watch_lifetimes()
         at = self.clock.now()
         expired: list[int] = []
         for payment in list(self.store.payments.values()):
@@ -172,4 +199,9 @@ class Emulator:
         self.store.reset()
 
     async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         await self.dispatcher.aclose()
