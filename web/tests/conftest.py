@@ -221,6 +221,30 @@ class FakeAdmin:
     forbid: bool = False
     total: int = 60
     reprocessed: list[tuple[str, str]] = field(default_factory=list)
+    acknowledged: list[tuple[str, str, str]] = field(default_factory=list)
+    # (kind, order_id, reason, idempotency key, provider payment id)
+    payment_actions: list[tuple[str, str, str, str, str | None]] = field(default_factory=list)
+    attention_open: bool = True
+
+    def attention_item(self) -> dict[str, Any]:
+        return {
+            "payment_id": "6f1c0000-0000-4000-8000-000000000001",
+            "key": "late:5077",
+            "order_id": "ord-7",
+            "kind": "late_money",
+            "detail": "paid after expiry <b>twice</b>",
+            "provider_payment_id": "5077",
+            "parent_payment_id": None,
+            "amount": "0.00001000",
+            "currency": "btc",
+            "raised_at": "2025-01-01T10:00:00Z",
+            "age_seconds": 7300,
+            "state": "open" if self.attention_open else "resolved",
+            "decision": None,
+            "order_status": "expired",
+            "order_total": "19.99",
+            "order_currency": "usd",
+        }
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -246,6 +270,111 @@ class FakeAdmin:
                     "role": "operator",
                 }
             return JSONResponse({"detail": "Invalid credentials"}, status_code=401)
+
+        @app.get("/admin/needs-attention/counts")
+        async def attention_counts(request: Request) -> Any:
+            if (denied := authorised(request)) is not None:
+                return denied
+            attention = 1 if self.attention_open else 0
+            return {
+                "total": attention + 3,
+                "attention": attention,
+                "dead_letters": 2,
+                "stuck": 1,
+                "by_kind": {"late_money": attention, "dead_letter": 2, "order_underpaid": 1},
+            }
+
+        @app.get("/admin/needs-attention")
+        async def attention(request: Request) -> Any:
+            if (denied := authorised(request)) is not None:
+                return denied
+            params = dict(request.query_params)
+            self.calls.append({"resource": "needs-attention", **params})
+            shown = self.attention_open or params.get("state") in ("resolved", "any")
+            items = [self.attention_item()] if shown else []
+            counts = await attention_counts(request)
+            return {
+                "items": items,
+                "total": len(items),
+                "limit": int(params.get("limit", 20)),
+                "offset": int(params.get("offset", 0)),
+                "counts": counts,
+                "dead_letters": {
+                    "total": 2,
+                    "items": [{"id": "orders-paid:7", "original_subject": "x.y", "error": "boom"}],
+                    "href": "/admin/dead-letters",
+                },
+                "stuck": {
+                    "total": 1,
+                    "items": [
+                        {
+                            "kind": "order_underpaid",
+                            "order_id": "ord-under",
+                            "order_status": "underpaid",
+                            "payment_status": None,
+                            "price_amount": "19.99",
+                            "price_currency": "usd",
+                            "pay_amount": "0.0002",
+                            "actually_paid": "0.0001",
+                            "pay_currency": "btc",
+                            "since": "2025-01-01T10:00:00Z",
+                            "age_seconds": 90000,
+                        }
+                    ],
+                    "href": "/admin/needs-attention/stuck",
+                },
+            }
+
+        @app.post("/admin/attention/{payment_id}/acknowledge")
+        async def acknowledge(payment_id: str, body: dict[str, Any], request: Request) -> Any:
+            if (denied := authorised(request)) is not None:
+                return denied
+            self.acknowledged.append((payment_id, body["key"], body["reason"]))
+            return {
+                "ok": True,
+                "message": "Acknowledged: the item is off the open list.",
+                "audit_id": 11,
+                "state": "acknowledged",
+            }
+
+        async def payment_action(
+            kind: str, order_id: str, body: dict[str, Any], request: Request
+        ) -> Any:
+            if (denied := authorised(request)) is not None:
+                return denied
+            key = request.headers.get("idempotency-key", "")
+            if order_id == "ord-down":
+                return JSONResponse(
+                    {"ok": False, "detail": "the payments service is not running"},
+                    status_code=503,
+                )
+            if order_id == "ord-refunded":
+                return JSONResponse(
+                    {"ok": False, "error_code": "refunded", "detail": "The payment was refunded."},
+                    status_code=409,
+                )
+            earlier = [a for a in self.payment_actions if a[3] == key]
+            if not earlier:
+                self.payment_actions.append(
+                    (kind, order_id, body["reason"], key, body.get("provider_payment_id"))
+                )
+                self.attention_open = False
+            return {
+                "ok": True,
+                "message": f"Order {order_id} settled as paid.",
+                "audit_id": 12,
+                "action_id": "7a000000-0000-4000-8000-000000000001",
+                "changed": True,
+                "replayed": bool(earlier),
+            }
+
+        @app.post("/admin/orders/{order_id}/settle")
+        async def settle(order_id: str, body: dict[str, Any], request: Request) -> Any:
+            return await payment_action("settle", order_id, body, request)
+
+        @app.post("/admin/orders/{order_id}/attach-payment")
+        async def attach(order_id: str, body: dict[str, Any], request: Request) -> Any:
+            return await payment_action("attach", order_id, body, request)
 
         @app.get("/admin/{resource}")
         async def listing(resource: str, request: Request) -> Any:

@@ -251,3 +251,146 @@ async def test_logout_ends_the_session(web: WebHarness) -> None:
     response = await web.client.post("/admin/logout", data={"csrf_token": csrf})
     assert response.status_code == 303
     assert (await web.client.get("/admin/payments")).status_code == 303
+
+
+# -- payments that need attention ----------------------------------------------------------------
+
+
+def _form_value(html: str, form_id: str, name: str) -> str:
+    form = html[html.index(f'id="{form_id}"') :]
+    form = form[: form.index("</form>")]
+    match = re.search(rf'name="{name}" value="([^"]*)"', form)
+    assert match, f"{name} missing in {form_id}"
+    return match.group(1)
+
+
+async def test_needs_attention_page_lists_items_with_badge_and_sections(web: WebHarness) -> None:
+    await web.login()
+    page = await web.client.get("/admin/needs-attention")
+    assert page.status_code == 200
+    assert web.admin.calls[-1] == {
+        "resource": "needs-attention",
+        "state": "open",
+        "limit": "25",
+        "offset": "0",
+    }
+    html = page.text
+    assert 'id="attention-count" aria-label="4 need attention">4</span>' in html
+    assert 'href="/admin/orders/ord-7"' in html
+    assert "paid after expiry &lt;b&gt;twice&lt;/b&gt;" in html  # escaped
+    assert "0.00001000 btc" in html and "19.99 usd" in html
+    assert ">2 h<" in html  # age of 7300 s
+    assert 'id="ack-form-1"' in html and 'id="settle-form-1"' in html
+    assert 'id="dead-letter-count">2<' in html and 'href="/admin/dead-letters"' in html
+    assert 'href="/admin/orders/ord-under"' in html  # stuck
+    # every console page carries the badge
+    other = await web.client.get("/admin/payments")
+    assert 'id="attention-count"' in other.text
+    filtered = await web.client.get("/admin/needs-attention?state=bogus&kind=late_money")
+    assert filtered.status_code == 200
+    assert web.admin.calls[-1]["state"] == "open" and web.admin.calls[-1]["kind"] == "late_money"
+
+
+async def test_acknowledge_sends_the_key_and_reason(web: WebHarness) -> None:
+    await web.login()
+    html, _ = await web.form_page("/admin/needs-attention")
+    csrf = _form_value(html, "ack-form-1", "csrf_token")
+    key = _form_value(html, "ack-form-1", "key")
+    response = await web.client.post(
+        "/admin/attention/6f1c0000-0000-4000-8000-000000000001/acknowledge",
+        data={"csrf_token": csrf, "key": key, "reason": "known provider glitch"},
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/admin/needs-attention"
+    assert web.admin.acknowledged == [
+        ("6f1c0000-0000-4000-8000-000000000001", "late:5077", "known provider glitch")
+    ]
+    page = await web.client.get("/admin/needs-attention")
+    assert "Acknowledged: the item is off the open list. Audit entry #11." in page.text
+
+
+async def test_settle_from_the_attention_item_needs_confirmation_and_sends_one_action(
+    web: WebHarness,
+) -> None:
+    await web.login()
+    html, _ = await web.form_page("/admin/needs-attention")
+    assert "Only settle when you have confirmed the money arrived" in html
+    form = {
+        "csrf_token": _form_value(html, "settle-form-1", "csrf_token"),
+        "idempotency_key": _form_value(html, "settle-form-1", "idempotency_key"),
+        "back": _form_value(html, "settle-form-1", "back"),
+        "reason": "bank transfer confirmed",
+    }
+    unconfirmed = await web.client.post("/admin/orders/ord-7/settle", data=form)
+    assert unconfirmed.status_code == 303
+    assert "Tick the confirmation box" in (await web.client.get("/admin/needs-attention")).text
+    assert web.admin.payment_actions == []
+
+    for _ in range(2):  # a double click sends the same form twice
+        done = await web.client.post("/admin/orders/ord-7/settle", data={**form, "confirm": "yes"})
+        assert done.status_code == 303
+        assert done.headers["location"] == "/admin/needs-attention"
+    assert web.admin.payment_actions == [
+        ("settle", "ord-7", "bank transfer confirmed", form["idempotency_key"], None)
+    ]
+    page = await web.client.get("/admin/needs-attention")
+    assert "Order ord-7 settled as paid. Audit entry #12." in page.text
+    assert 'role="status" id="flash"' in page.text  # success, not an alert
+    assert 'id="attention-items"' not in page.text  # the item is gone from the open list
+
+    forged = await web.client.post(
+        "/admin/orders/ord-7/settle", data={k: v for k, v in form.items() if k != "csrf_token"}
+    )
+    assert forged.status_code == 403
+
+
+async def test_order_page_offers_settle_and_attach_with_fresh_keys(web: WebHarness) -> None:
+    await web.login()
+    html, _ = await web.form_page("/admin/orders/ord-1")
+    assert 'id="settle-form"' in html and 'id="attach-form"' in html
+    again, _ = await web.form_page("/admin/orders/ord-1")
+    key = _form_value(html, "attach-form", "idempotency_key")
+    assert key != _form_value(again, "attach-form", "idempotency_key")
+    base = {
+        "csrf_token": _form_value(html, "attach-form", "csrf_token"),
+        "idempotency_key": key,
+        "back": _form_value(html, "attach-form", "back"),
+        "reason": "top-up in another coin",
+        "confirm": "yes",
+    }
+    bad = await web.client.post(
+        "/admin/orders/ord-1/attach-payment", data={**base, "provider_payment_id": "50x77"}
+    )
+    assert bad.headers["location"] == "/admin/orders/ord-1"
+    assert "digits only" in (await web.client.get("/admin/orders/ord-1")).text
+    assert web.admin.payment_actions == []
+    ok = await web.client.post(
+        "/admin/orders/ord-1/attach-payment", data={**base, "provider_payment_id": " 5077125099 "}
+    )
+    assert ok.headers["location"] == "/admin/orders/ord-1"
+    assert web.admin.payment_actions == [
+        ("attach", "ord-1", "top-up in another coin", key, "5077125099")
+    ]
+
+
+async def test_settle_failures_are_flashed_with_the_reason(web: WebHarness) -> None:
+    await web.login()
+    for order_id, expected in (
+        ("ord-down", "Settle failed: the payments service is not running"),
+        ("ord-refunded", "Settle failed: The payment was refunded."),
+    ):
+        html, _ = await web.form_page(f"/admin/orders/{order_id}")
+        response = await web.client.post(
+            f"/admin/orders/{order_id}/settle",
+            data={
+                "csrf_token": _form_value(html, "settle-form", "csrf_token"),
+                "idempotency_key": _form_value(html, "settle-form", "idempotency_key"),
+                "back": f"/admin/orders/{order_id}",
+                "reason": "confirmed by hand",
+                "confirm": "yes",
+            },
+        )
+        assert response.headers["location"] == f"/admin/orders/{order_id}"
+        page = await web.client.get(f"/admin/orders/{order_id}")
+        assert expected in page.text and 'role="alert" id="flash"' in page.text
+    assert web.admin.payment_actions == []

@@ -145,6 +145,38 @@ class ActionResult(_Model):
     audit_id: int | None = None
 
 
+class PaymentActionResult(ActionResult):
+    """Answer to a settle / attach: ``replayed`` when it is the stored answer to an earlier
+    submit of the same form (same idempotency key)."""
+
+    action_id: str | None = None
+    payment_id: str | None = None
+    status: str | None = None
+    changed: bool = False
+    replayed: bool = False
+    resolved: int = 0
+
+
+class AttentionCounts(_Model):
+    total: int = 0
+    attention: int = 0
+    dead_letters: int = 0
+    stuck: int = 0
+    by_kind: dict[str, int] = Field(default_factory=dict)
+
+
+class Section(_Model):
+    total: int = 0
+    items: list[dict[str, Any]] = Field(default_factory=list)
+    href: str | None = None
+
+
+class NeedsAttention(Page):
+    counts: AttentionCounts = Field(default_factory=AttentionCounts)
+    dead_letters: Section = Field(default_factory=Section)
+    stuck: Section = Field(default_factory=Section)
+
+
 # -- transport ---------------------------------------------------------------------------------
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -342,6 +374,56 @@ class AdminClient(_Gateway):
             token=token,
         )
         return self._parse(ActionResult, data)
+
+    # -- payments that need attention --
+
+    async def needs_attention(self, token: str, params: dict[str, Any]) -> NeedsAttention:
+        data = await self._call("GET", "/admin/needs-attention", params=params, token=token)
+        return self._parse(NeedsAttention, data)
+
+    async def needs_attention_counts(self, token: str) -> AttentionCounts:
+        data = await self._call("GET", "/admin/needs-attention/counts", token=token)
+        return self._parse(AttentionCounts, data)
+
+    async def acknowledge_attention(
+        self, payment_id: str, key: str, reason: str, token: str
+    ) -> ActionResult:
+        data = await self._call(
+            "POST",
+            f"/admin/attention/{payment_id}/acknowledge",
+            json={"key": key, "reason": reason},
+            token=token,
+        )
+        return self._parse(ActionResult, data)
+
+    async def settle(
+        self, order_id: str, reason: str, idempotency_key: str, token: str
+    ) -> PaymentActionResult:
+        data = await self._call(
+            "POST",
+            f"/admin/orders/{order_id}/settle",
+            json={"reason": reason},
+            headers={"Idempotency-Key": idempotency_key},
+            token=token,
+        )
+        return self._parse(PaymentActionResult, data)
+
+    async def attach_payment(
+        self,
+        order_id: str,
+        provider_payment_id: str,
+        reason: str,
+        idempotency_key: str,
+        token: str,
+    ) -> PaymentActionResult:
+        data = await self._call(
+            "POST",
+            f"/admin/orders/{order_id}/attach-payment",
+            json={"provider_payment_id": provider_payment_id, "reason": reason},
+            headers={"Idempotency-Key": idempotency_key},
+            token=token,
+        )
+        return self._parse(PaymentActionResult, data)
 
 
 def make_client(

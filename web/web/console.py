@@ -1,4 +1,5 @@
-"""Admin console: login, the admin gateway's lists, webhook detail and reprocess, logout.
+"""Admin console: login, the admin gateway's lists, webhook detail and reprocess, the "needs
+attention" page with acknowledge / settle / attach-payment, logout.
 
 The operator's JWT from ``POST /admin/login`` stays on the server side of the browser: it sits in
 a signed HttpOnly cookie scoped to ``/admin`` and is forwarded as ``Authorization: Bearer``.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,10 +17,12 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
+from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from web.clients import (
     ActionResult,
+    BackendError,
     BackendUnavailableError,
     ForbiddenError,
     InvalidInputError,
@@ -71,7 +75,17 @@ PAYMENT_STATUSES = (
 )  # fmt: skip
 ORDER_STATUSES = (
     "created", "awaiting_payment", "paid", "fulfilled", "underpaid", "failed", "expired",
+    "refunded",
 )  # fmt: skip
+ATTENTION_STATES = ("open", "acknowledged", "resolved", "any")
+ATTENTION_KINDS = (
+    "late_money", "child_payment", "wrong_asset", "amount_discrepancy", "overpaid",
+    "unknown_status", "cancelled", "refunded", "price_mismatch", "provider_refused",
+    "settled_by_operator", "attached_by_operator",
+)  # fmt: skip
+PROVIDER_PAYMENT_ID = re.compile(r"^[0-9]{1,32}$")
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{8,100}$")
+UUID_TEXT = re.compile(r"^[0-9a-fA-F-]{32,36}$")
 
 
 def _choices(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -241,6 +255,22 @@ def operator(request: Request) -> Operator:
         next_path = _current_path(request) if request.method == "GET" else "/admin/payments"
         raise LoginRequiredError(next_path)
     return Operator(data["t"], str(data.get("u", "")), str(data.get("r", "")))
+
+
+async def console_context(request: Request, who: Operator) -> dict[str, Any]:
+    """What every signed-in page's navigation shows, including the "needs attention" badge.
+    The badge is best effort: a failing count leaves it out, the page itself still renders."""
+    count: int | None = None
+    try:
+        count = (await admin_client(request).needs_attention_counts(who.token)).total
+    except BackendError:
+        count = None
+    return {
+        "operator": who,
+        "resources": RESOURCES,
+        "attention_count": count,
+        "can_act": who.role != "viewer",
+    }
 
 
 def login_redirect(request: Request, next_path: str, expired: bool) -> Response:
@@ -420,9 +450,8 @@ async def _list_page(request: Request, slug: str) -> Response:
         request,
         "admin/list.html",
         {
-            "operator": who,
+            **(await console_context(request, who)),
             "resource": resource,
-            "resources": RESOURCES,
             "values": params,
             "limit": limit,
             "page_sizes": PAGE_SIZES,
@@ -554,8 +583,7 @@ async def webhook_detail(request: Request, log_id: str) -> Response:
         request,
         "admin/webhook_detail.html",
         {
-            "operator": who,
-            "resources": RESOURCES,
+            **(await console_context(request, who)),
             "log_id": log_id,
             "summary": facts,
             "tables": tables,
@@ -584,8 +612,7 @@ async def _record_page(
         request,
         "admin/record.html",
         {
-            "operator": who,
-            "resources": RESOURCES,
+            **(await console_context(request, who)),
             "kind": kind,
             "record_id": record_id,
             "facts": facts,
@@ -595,6 +622,7 @@ async def _record_page(
             "flash": pop_flash(request),
             "min_reason": MIN_REASON,
             "max_reason": MAX_REASON,
+            "idempotency_key": new_idempotency_key(),
         },
     )
 
@@ -614,13 +642,18 @@ def _reason(form_value: object) -> str | None:
     return reason if MIN_REASON <= len(reason) <= MAX_REASON else None
 
 
+Call = Callable[[FormData, str, str], Awaitable[ActionResult]]
+Check = Callable[[FormData], str | None]
+
+
 async def _action(
-    request: Request,
-    back: str,
-    what: str,
-    call: Callable[[str, str], Awaitable[ActionResult]],
+    request: Request, back: str, what: str, call: Call, check: Check | None = None
 ) -> Response:
-    """POST/redirect/GET for an operator action: CSRF, a reason, then a one-shot message."""
+    """POST/redirect/GET for an operator action: CSRF, a reason, then a one-shot message.
+
+    ``call`` gets the form, the reason and the operator's token; ``check`` may refuse the form
+    (with the message to show) before anything is sent.
+    """
     form = await request.form()
     check_csrf(request, form)
     who = operator(request)
@@ -630,8 +663,11 @@ async def _action(
         message = f"Give a reason ({MIN_REASON} to {MAX_REASON} characters)."
         set_flash(request, response, "error", message, "/admin")
         return response
+    if check is not None and (refused := check(form)) is not None:
+        set_flash(request, response, "error", refused, "/admin")
+        return response
     try:
-        result = await call(reason, who.token)
+        result = await call(form, reason, who.token)
     except (InvalidInputError, NotFoundError, BackendUnavailableError) as exc:
         set_flash(request, response, "error", f"{what} failed: {exc.message}", "/admin")
         return response
@@ -653,7 +689,7 @@ async def reprocess(request: Request, log_id: str) -> Response:
         request,
         f"/admin/webhook-logs/{log_id}",
         "Reprocess",
-        lambda reason, token: client.reprocess(log_id, reason, token),
+        lambda _, reason, token: client.reprocess(log_id, reason, token),
     )
 
 
@@ -666,5 +702,172 @@ async def revoke(request: Request, order_id: str) -> Response:
         request,
         f"/admin/orders/{order_id}",
         "Revoke",
-        lambda reason, token: client.revoke_downloads(order_id, reason, token),
+        lambda _, reason, token: client.revoke_downloads(order_id, reason, token),
+    )
+
+
+# -- payments that need attention ----------------------------------------------------------------
+
+
+def new_idempotency_key() -> str:
+    """One per rendered form: submitting that form twice (a double click, a resent POST) sends
+    the same key, and admin answers the second with the first one's result."""
+    return uuid.uuid4().hex
+
+
+def age(seconds: Any) -> str:
+    try:
+        total = int(seconds)
+    except (TypeError, ValueError):
+        return "—"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if total >= size:
+            return f"{total // size} {unit}"
+    return f"{total} s"
+
+
+def _attention_params(request: Request) -> tuple[dict[str, str], int, int]:
+    q = request.query_params
+    params: dict[str, str] = {}
+    state = q.get("state", "open")
+    params["state"] = state if state in ATTENTION_STATES else "open"
+    kind = q.get("kind", "").strip()
+    if kind in ATTENTION_KINDS:
+        params["kind"] = kind
+    order_id = q.get("order_id", "").strip()
+    if order_id and ID.match(order_id):
+        params["order_id"] = order_id
+    _, limit, offset = _list_params(request, RESOURCES["payments"])
+    return params, limit, offset
+
+
+@router.get("/needs-attention")
+async def needs_attention(request: Request) -> Response:
+    who = operator(request)
+    params, limit, offset = _attention_params(request)
+    client = admin_client(request)
+    error = None
+    try:
+        page = await client.needs_attention(who.token, {**params, "limit": limit, "offset": offset})
+    except InvalidInputError as exc:
+        error = f"The filters were refused: {exc.message}"
+        page = await client.needs_attention(who.token, {"limit": limit})
+    items = page.items
+    prev_url = _page_url(request, params, limit, max(0, offset - limit)) if offset > 0 else None
+    next_url = (
+        _page_url(request, params, limit, offset + limit)
+        if offset + len(items) < page.total
+        else None
+    )
+    context = await console_context(request, who)
+    context["attention_count"] = page.counts.total  # the page's own numbers, one snapshot
+    return render(
+        request,
+        "admin/attention.html",
+        {
+            **context,
+            "page": page,
+            "items": items,
+            "values": params,
+            "states": ATTENTION_STATES,
+            "kinds": ATTENTION_KINDS,
+            "limit": limit,
+            "page_sizes": PAGE_SIZES,
+            "first": offset + 1 if items else 0,
+            "last": offset + len(items),
+            "prev_url": prev_url,
+            "next_url": next_url,
+            "error": error,
+            "age": age,
+            "cell": cell,
+            "flash": pop_flash(request),
+            "min_reason": MIN_REASON,
+            "max_reason": MAX_REASON,
+            "new_key": new_idempotency_key,
+        },
+    )
+
+
+def _back(form: FormData, order_id: str) -> str:
+    """Where the form came from: the attention list or the order page, nothing else."""
+    back = str(form.get("back", ""))
+    if back == "/admin/needs-attention":
+        return back
+    return f"/admin/orders/{order_id}"
+
+
+@router.post("/attention/{payment_id}/acknowledge")
+async def acknowledge(request: Request, payment_id: str) -> Response:
+    if not UUID_TEXT.match(payment_id):
+        return error_page(request, 404, "Not found", "There is no such attention item.")
+    client = admin_client(request)
+
+    def check(form: FormData) -> str | None:
+        key = str(form.get("key", ""))
+        return None if 0 < len(key) <= 120 else "That attention item is not valid."
+
+    return await _action(
+        request,
+        "/admin/needs-attention",
+        "Acknowledge",
+        lambda form, reason, token: client.acknowledge_attention(
+            payment_id, str(form.get("key", "")), reason, token
+        ),
+        check,
+    )
+
+
+def _confirmed(form: FormData) -> str | None:
+    if form.get("confirm") != "yes":
+        return "Tick the confirmation box: this action moves money state."
+    if not IDEMPOTENCY_KEY.match(str(form.get("idempotency_key", ""))):
+        return "The form has expired; reload the page and try again."
+    return None
+
+
+async def _payment_action(
+    request: Request, order_id: str, what: str, call: Call, check: Check
+) -> Response:
+    if not ID.match(order_id):
+        return error_page(request, 404, "Not found", "There is no such order.")
+    # The form is read (and cached by Starlette) here to pick the redirect target.
+    back = _back(await request.form(), order_id)
+    return await _action(request, back, what, call, check)
+
+
+@router.post("/orders/{order_id}/settle")
+async def settle(request: Request, order_id: str) -> Response:
+    client = admin_client(request)
+    return await _payment_action(
+        request,
+        order_id,
+        "Settle",
+        lambda form, reason, token: client.settle(
+            order_id, reason, str(form.get("idempotency_key")), token
+        ),
+        _confirmed,
+    )
+
+
+@router.post("/orders/{order_id}/attach-payment")
+async def attach_payment(request: Request, order_id: str) -> Response:
+    client = admin_client(request)
+
+    def check(form: FormData) -> str | None:
+        if not PROVIDER_PAYMENT_ID.match(str(form.get("provider_payment_id", "")).strip()):
+            return "The provider payment id is the NOWPayments payment_id: digits only."
+        return _confirmed(form)
+
+    return await _payment_action(
+        request,
+        order_id,
+        "Attach payment",
+        lambda form, reason, token: client.attach_payment(
+            order_id,
+            str(form.get("provider_payment_id", "")).strip(),
+            reason,
+            str(form.get("idempotency_key")),
+            token,
+        ),
+        check,
     )

@@ -683,7 +683,10 @@ def create_routers(
             lambda s: service.acknowledge_attention(s, actor, payment_id, body.key, body.reason)
         )
         return AcknowledgeOut(
-            ok=True, message="acknowledged", audit_id=audit_id, state="acknowledged"
+            ok=True,
+            message="Acknowledged: the item is off the open list.",
+            audit_id=audit_id,
+            state="acknowledged",
         )
 
     async def _payment_action(

@@ -27,7 +27,7 @@ def can_write(role: str) -> bool:
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 OrderStatus = Literal[
-    "created", "awaiting_payment", "paid", "fulfilled", "underpaid", "failed", "expired"
+    "created", "awaiting_payment", "paid", "fulfilled", "underpaid", "failed", "expired", "refunded"
 ]
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{2,63}$")

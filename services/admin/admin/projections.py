@@ -18,6 +18,7 @@ from shared.contracts.orders import (
     OrderFailed,
     OrderFulfilled,
     OrderPaid,
+    OrderRefunded,
     OrderUnderpaid,
 )
 from shared.contracts.payments import PaymentAttentionRaised, PaymentStatusChanged
@@ -128,6 +129,9 @@ def _order_extras(event: OrderEvent) -> dict[str, Any]:
         extras["payment_id"] = event.payment_id
     if isinstance(event, OrderFailed):
         extras["reason"] = event.reason
+    if isinstance(event, OrderRefunded):
+        extras["payment_id"] = event.payment_id
+        extras["reason"] = event.reason or None
     if isinstance(event, OrderUnderpaid):
         extras["actually_paid"] = event.actually_paid
         extras["pay_amount"] = event.pay_amount
@@ -314,6 +318,7 @@ PROJECTIONS: dict[str, Projection] = {
     subjects.ORDER_FAILED: Projection(OrderFailed, project_order),
     subjects.ORDER_EXPIRED: Projection(OrderExpired, project_order),
     subjects.ORDER_FULFILLED: Projection(OrderFulfilled, project_order),
+    subjects.ORDER_REFUNDED: Projection(OrderRefunded, project_order),
     subjects.IPN_RECEIVED: Projection(IpnReceived, project_ipn_received),
     subjects.IPN_REJECTED: Projection(IpnRejected, project_ipn_rejected),
     subjects.ORDER_DELIVERED: Projection(OrderDelivered, project_delivered),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,11 +19,13 @@ from admin.security import Tokens
 from admin.settings import AdminSettings
 from admin.subscribers import register_subscribers
 from fastapi import FastAPI
-from shared.contracts.envelope import Event
+from shared.contracts.envelope import Event, Reply, Request
 from shared.contracts.orders import OrderCreated, OrderLine
 from shared.contracts.payments import PaymentStatusChanged
 from shared.contracts.streams import stream_for_subject
 from shared.contracts.webhooks import IpnReceived
+from shared.messaging.broker import flush, make_broker
+from shared.messaging.rpc import register_responder
 from shared.runtime import ServiceContext, running
 from shared.testing.plugin import Infra
 from sqlalchemy import select
@@ -241,3 +243,24 @@ async def consumers_drained(nats_url: str, subjects: list[str]) -> bool:
         return True
     finally:
         await nc.close()
+
+
+Responder = Callable[[type[Request], Callable[[Any], Awaitable[Reply]], str], Awaitable[None]]
+
+
+@pytest.fixture
+async def responder(clean_infra) -> AsyncIterator[Responder]:
+    """Start a fake service answering one request type (the real one lives in another repo
+    package this service may not import)."""
+    brokers = []
+
+    async def start(request_type, handler, queue) -> None:
+        broker = make_broker(clean_infra.nats_url, name=f"fake-{queue}")
+        register_responder(broker, request_type, handler, queue=queue)
+        await broker.start()
+        brokers.append(broker)
+        await flush(broker)  # the subscription is live before the test sends its request
+
+    yield start
+    for broker in brokers:
+        await broker.stop()

@@ -41,4 +41,4 @@ def test_the_worker_consumes_every_subject_admin_projects():
     create_worker(ctx)
     durables = {sub.config.durable_name for sub in ctx.broker.subscribers}
     expected = {durable_name(s) for s in [*PROJECTIONS, DEAD_LETTER_SUBJECT]}
-    assert durables == expected and len(expected) == 13
+    assert durables == expected and len(expected) == 15

@@ -45,6 +45,9 @@ def test_route_table_is_not_vacuous():
     assert len(ROUTES) >= 12
     assert ("POST", "/admin/webhook-logs/{log_id}/reprocess") in writes
     assert ("POST", "/admin/orders/{order_id}/revoke-downloads") in writes
+    assert ("POST", "/admin/orders/{order_id}/settle") in writes
+    assert ("POST", "/admin/orders/{order_id}/attach-payment") in writes
+    assert ("POST", "/admin/attention/{payment_id}/acknowledge") in writes
 
 
 def _url(path: str) -> str:

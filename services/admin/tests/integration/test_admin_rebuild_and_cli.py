@@ -18,6 +18,7 @@ from nats.js.client import JetStreamContext
 from shared.contracts import subjects
 from shared.contracts.fulfillment import EmailSent, GrantsRevoked, OrderDelivered
 from shared.contracts.orders import OrderPaid
+from shared.contracts.payments import PaymentAttentionRaised
 from shared.contracts.webhooks import IpnRejected
 from shared.messaging import DeadLetter
 from shared.testing import wait_for
@@ -112,6 +113,16 @@ async def _publish_history(publish: Publisher) -> None:
             reason="fraud",
             occurred_at=T0 + minutes(9),
         ),
+        PaymentAttentionRaised(
+            payment_id=pid,
+            order_id="ord-rb",
+            kind="overpaid",
+            key="overpaid:5077125051",
+            detail="paid 0.0005, due 0.0004",
+            amount=Decimal("0.00050000"),
+            currency="btc",
+            occurred_at=T0 + minutes(3),
+        ),
     ]
     for event in events:
         await publish.event(event)
@@ -143,7 +154,11 @@ async def _projected(api: AdminApi) -> dict[str, list[dict[str, Any]]]:
         if not await consumers_drained(api.settings.nats_url, every):
             return False
         snap = await _snapshot(api)
-        return len(snap["dead_letter_view"]) == 1 and len(snap["revocation_view"]) == 1
+        return (
+            len(snap["dead_letter_view"]) == 1
+            and len(snap["revocation_view"]) == 1
+            and len(snap["attention_item"]) == 1
+        )
 
     await wait_for(all_projected, timeout=20, message="history projected")
     return await _snapshot(api)
@@ -165,6 +180,7 @@ async def test_rebuild_restores_every_read_model_from_the_streams(
         "email_view": 1,
         "revocation_view": 1,
         "dead_letter_view": 1,
+        "attention_item": 1,
     }
 
     # damage the read models the way a bug or a bad manual fix would
@@ -173,6 +189,7 @@ async def test_rebuild_restores_every_read_model_from_the_streams(
         await session.execute(delete(OrderView))
         await session.execute(delete(WebhookLogView))
         await session.execute(text("DELETE FROM admin.dead_letter_view"))
+        await session.execute(text("DELETE FROM admin.attention_item"))
 
     nc = await nats.connect(admin_api.settings.nats_url)
     try:
@@ -180,8 +197,11 @@ async def test_rebuild_restores_every_read_model_from_the_streams(
         consumers = await nc.jetstream().consumers_info("PAYMENTS")
     finally:
         await nc.close()
-    assert report.applied == 10 and all(r.skipped == 0 for r in report.streams.values())
-    assert {c.name for c in consumers} == {"admin-payments-status_changed-v1"}  # cleaned up
+    assert report.applied == 11 and all(r.skipped == 0 for r in report.streams.values())
+    assert {c.name for c in consumers} == {  # cleaned up
+        "admin-payments-status_changed-v1",
+        "admin-payments-attention_raised-v1",
+    }
     assert await _snapshot(admin_api) == before
 
     # rebuilding again gives the same result (and the live worker keeps working on top)
@@ -217,7 +237,7 @@ async def test_rebuild_reads_on_through_a_fetch_that_times_out(
     finally:
         await nc.close()
     assert len(stalled) == 5  # every stream had a message and met the stall
-    assert report.applied == 10
+    assert report.applied == 11
     assert await _snapshot(admin_api) == before
 
 

@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
-
 import pytest
 from admin.projections import project_ipn_received, project_order
-from shared.contracts.envelope import Reply, Request
 from shared.contracts.fulfillment import RevokeGrantsReply, RevokeGrantsRequest
 from shared.contracts.webhooks import ReprocessReply, ReprocessRequest
 from shared.messaging import Delivery
-from shared.messaging.broker import flush, make_broker
-from shared.messaging.rpc import register_responder
 
 from ..conftest import PASSWORD, AdminApi, auth, ipn_received, order_created
-
-Responder = Callable[[type[Request], Callable[[Any], Awaitable[Reply]], str], Awaitable[None]]
-
-
-@pytest.fixture
-async def responder(clean_infra) -> AsyncIterator[Responder]:
-    """Start a fake service answering one request type (the real one lives in another repo
-    package this service may not import)."""
-    brokers = []
-
-    async def start(request_type, handler, queue) -> None:
-        broker = make_broker(clean_infra.nats_url, name=f"fake-{queue}")
-        register_responder(broker, request_type, handler, queue=queue)
-        await broker.start()
-        brokers.append(broker)
-        await flush(broker)  # the subscription is live before the test sends its request
-
-    yield start
-    for broker in brokers:
-        await broker.stop()
 
 
 async def _seed_log(api: AdminApi, webhook_log_id: int) -> None:
