@@ -5,6 +5,15 @@ server and an SMTP capture; creates the database, schemas (migrations), streams 
 starts the NOWPayments emulator, every service's api and worker, and the web app. It prints one
 line per component as it becomes ready and ``BitLoot is ready`` at the end. Ctrl-C or SIGTERM
 stops everything (children first, then NATS and Postgres). All state lives under ``.local/``.
+
+Configuration, highest first: the process environment, then ``.env`` in the current directory
+(the repository root under ``make dev``; ``--env-file`` / ``BITLOOT_ENV_FILE`` pick another,
+an empty value none), then the secrets generated once into ``.local/secrets.env``, then the
+defaults below. Every child (the emulator included) gets the same values, so the emulator signs
+with the IPN secret the webhooks gateway checks and accepts the API key and login the payments
+client sends. When ``NOWPAYMENTS_BASE`` is the real provider (sandbox or production) no provider
+credential is generated, the emulator is not started, and nothing starts until every setting a
+real account needs is present (one message lists what is missing).
 """
 
 from __future__ import annotations
@@ -19,21 +28,39 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from shared.settings import is_placeholder, provider_is_real, real_provider_problems
 from shared.topology import EMULATOR_PORT, SERVICES, WEB_PORT
 
 DB_NAME = "bitloot"
 GENERATED_SECRETS = (
     "NOWPAYMENTS_IPN_SECRET",
     "NOWPAYMENTS_API_KEY",
+    "NOWPAYMENTS_PASSWORD",
     "ADMIN_JWT_SECRET",
     "DOWNLOAD_TOKEN_SECRET",
     "WEB_SESSION_SECRET",
     "ORDER_TOKEN_PEPPER",
+)
+# Credentials of the provider account: generated for the emulator in dev, never invented for the
+# real provider (a random IPN secret there would refuse every genuine IPN).
+PROVIDER_CREDENTIALS = ("NOWPAYMENTS_IPN_SECRET", "NOWPAYMENTS_API_KEY", "NOWPAYMENTS_PASSWORD")
+# The emulator's account login in dev (its own default too); the password is generated.
+DEV_PROVIDER_EMAIL = "emulator@bitloot.test"
+# Trimmed before any child sees them. The services trim secrets themselves, the emulator (an
+# outside party) does not: a secret with a trailing newline would otherwise sign on one side
+# and not verify on the other.
+TRIMMED = (
+    *GENERATED_SECRETS,
+    "NOWPAYMENTS_IPN_SECRET_PREVIOUS",
+    "NOWPAYMENTS_EMAIL",
+    "NOWPAYMENTS_BASE",
+    "NOWPAYMENTS_CALLBACK_URL",
 )
 
 
@@ -293,7 +320,12 @@ class Launcher:
             "75",
         ]
         pending: list[tuple[Child, str]] = []
-        if installed("nowpayments_emulator"):
+        # With the real provider nothing would talk to the emulator: the services call
+        # NOWPAYMENTS_BASE, and the provider posts IPNs itself. Not starting it also keeps a
+        # second signer of our real IPN secret off the machine.
+        if installed("nowpayments_emulator") and not provider_is_real(
+            env.get("NOWPAYMENTS_BASE", "")
+        ):
             port = int(env.get("EMULATOR_PORT", EMULATOR_PORT))
             child = self.spawn(
                 "emulator",
@@ -410,8 +442,10 @@ class Launcher:
         say("BitLoot stopped.")
 
 
-def _service_port(name: str, suffix: str, default: int) -> int:
-    return int(os.environ.get(f"{name.upper()}_{suffix}", default))
+def _service_port(
+    name: str, suffix: str, default: int, source: Mapping[str, str] | None = None
+) -> int:
+    return int((os.environ if source is None else source).get(f"{name.upper()}_{suffix}", default))
 
 
 def _redact(url: str) -> str:
@@ -423,9 +457,50 @@ def _redact(url: str) -> str:
     return url
 
 
-def base_env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(load_secrets(home / "secrets.env"))
+def read_env_file(path: Path | None) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of a dotenv file (python-dotenv's syntax: quotes, ``export``,
+    comments), taken literally (no ``${VAR}`` expansion: a secret may contain ``$``). A missing
+    file reads as empty; a name without a value is left out."""
+    if path is None or not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    values = dotenv_values(path, interpolate=False)
+    return {key: value for key, value in values.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class Configuration:
+    env: dict[str, str]  # what every child process gets
+    real_provider: bool  # NOWPAYMENTS_BASE is NOWPayments itself (sandbox or production)
+    notes: list[str]  # worth telling the operator at start-up; names only, never values
+
+    def problems(self) -> list[str]:
+        """What a real provider needs and is missing (empty with the emulator)."""
+        return real_provider_problems(self.env)
+
+
+def configure(home: Path, environ: Mapping[str, str], dotenv: Mapping[str, str]) -> Configuration:
+    """The children's environment: ``environ`` > ``dotenv`` > generated secrets > defaults."""
+    configured = {**dotenv, **environ}
+    for key in TRIMMED:
+        if key in configured:
+            configured[key] = configured[key].strip()
+    real = provider_is_real(configured.get("NOWPAYMENTS_BASE", ""))
+    env = dict(configured)
+    notes: list[str] = []
+    generated = load_secrets(home / "secrets.env")
+    for key in GENERATED_SECRETS:
+        if real and key in PROVIDER_CREDENTIALS:
+            continue  # checked by Configuration.problems(), never made up
+        if not is_placeholder(configured.get(key)):
+            continue  # set by the operator: it wins
+        if key in configured:
+            where = "the environment" if key in environ else ".env"
+            notes.append(f"{key} in {where} is empty or a placeholder: using the generated one")
+        env[key] = generated[key]
+    if not real and is_placeholder(configured.get("NOWPAYMENTS_EMAIL")):
+        env["NOWPAYMENTS_EMAIL"] = DEV_PROVIDER_EMAIL
     env.setdefault("BITLOOT_HOME", str(home))
     env.setdefault("LOG_JSON", "true")
     env.setdefault("S3_BUCKET", "bitloot-deliveries")
@@ -435,17 +510,43 @@ def base_env(home: Path) -> dict[str, str]:
     env.setdefault("EMAIL_BACKEND", "smtp")
     emulator = int(env.get("EMULATOR_PORT", EMULATOR_PORT))
     web = int(env.get("WEB_PORT", WEB_PORT))
-    ports = {s.name: _service_port(s.name, "PORT", s.port) for s in SERVICES}
-    env.setdefault("NOWPAYMENTS_BASE", f"http://127.0.0.1:{emulator}/v1")
-    env.setdefault("EMULATOR_PUBLIC_URL", f"http://127.0.0.1:{emulator}")
-    env.setdefault(
-        "NOWPAYMENTS_CALLBACK_URL", f"http://127.0.0.1:{ports['webhooks']}/webhooks/nowpayments"
-    )
+    ports = {s.name: _service_port(s.name, "PORT", s.port, configured) for s in SERVICES}
+    if not real:
+        env.setdefault("NOWPAYMENTS_BASE", f"http://127.0.0.1:{emulator}/v1")
+        env.setdefault("EMULATOR_PUBLIC_URL", f"http://127.0.0.1:{emulator}")
+        # The emulator runs beside the gateway, so loopback reaches it. The real provider
+        # cannot call loopback: there the operator sets a public https URL (checked).
+        env.setdefault(
+            "NOWPAYMENTS_CALLBACK_URL",
+            f"http://127.0.0.1:{ports['webhooks']}/webhooks/nowpayments",
+        )
     env.setdefault("STOREFRONT_URL", f"http://127.0.0.1:{web}")
     env.setdefault("ORDERS_URL", f"http://127.0.0.1:{ports['orders']}")
     env.setdefault("ADMIN_URL", f"http://127.0.0.1:{ports['admin']}")
     env.setdefault("FULFILLMENT_PUBLIC_URL", f"http://127.0.0.1:{ports['fulfillment']}")
-    return env
+    return Configuration(env, real, notes)
+
+
+def base_env(
+    home: Path,
+    environ: Mapping[str, str] | None = None,
+    dotenv: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The children's environment (see :func:`configure`); ``environ`` defaults to ours."""
+    return configure(home, os.environ if environ is None else environ, dotenv or {}).env
+
+
+def refuse_incomplete_provider(config: Configuration) -> None:
+    """Exit before anything starts when a real provider lacks what it needs, listing it all."""
+    problems = config.problems()
+    if problems:
+        raise SystemExit(
+            f"NOWPAYMENTS_BASE points at the real NOWPayments "
+            f"({config.env.get('NOWPAYMENTS_BASE')}), but:\n"
+            + "".join(f"  - {problem}\n" for problem in problems)
+            + "Set them in the environment or in .env (docs/operations.md, 'Running against "
+            "the NOWPayments sandbox'). Nothing was started."
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -454,12 +555,25 @@ def main(argv: list[str] | None = None) -> int:
         "--home", type=Path, default=Path(os.environ.get("BITLOOT_HOME", ".local")).absolute()
     )
     parser.add_argument(
+        "--env-file",
+        default=os.environ.get("BITLOOT_ENV_FILE", ".env"),
+        help="dotenv file read under the process environment (default .env; '' for none)",
+    )
+    parser.add_argument(
         "--infra-only",
         action="store_true",
         help="start only Postgres, NATS, S3 and SMTP (and prepare them)",
     )
     args = parser.parse_args(argv)
     home: Path = args.home.absolute()
+    dotenv = read_env_file(Path(args.env_file) if args.env_file else None)
+    config = configure(home, os.environ, dotenv)
+    refuse_incomplete_provider(config)
+    # Ports, external infrastructure and the like are looked up in our own environment below:
+    # let .env count there too, under what the environment already says.
+    for key, value in dotenv.items():
+        os.environ.setdefault(key, value)
+    env = config.env
     launcher = Launcher(home)
     launcher.claim_pidfile()
 
@@ -468,12 +582,18 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    env = base_env(home)
     from shared.observability import configure_logging
 
     configure_logging("launcher", env.get("LOG_LEVEL", "INFO"), json_logs=False)
     try:
         say(f"Starting BitLoot (data in {home})")
+        for note in config.notes:
+            say(f"  config       {note}")
+        if config.real_provider:
+            say(
+                f"  provider     real      {env['NOWPAYMENTS_BASE']} "
+                f"(IPNs to {env['NOWPAYMENTS_CALLBACK_URL']}; no emulator)"
+            )
         launcher.start_infrastructure(env)
         launcher.prepare_data(env)
         if not args.infra_only:

@@ -4,8 +4,9 @@ The endpoint is a plain ASGI callable mounted as a Starlette route: it reads the
 itself (no FastAPI body parsing, no dependency injection), because the bytes must be verified
 before anything parses them and because this is the hottest path of the system.
 
-Answers: 200 stored (new or duplicate); 400 bad signature or body; 413 over the size cap;
-503 storage unavailable (the provider retries). Never a 500, never a stack trace.
+Answers: 200 stored (new or duplicate); 400 bad signature or body; 403 sender not on the
+optional allow-list; 413 over the size cap; 503 storage unavailable (the provider retries).
+Never a 500, never a stack trace.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from shared.observability import bind_correlation_id, get_logger
 from starlette.types import Receive, Scope, Send
 
 from webhooks import metrics
-from webhooks.domain import FailureBudget, storable_headers, valid_correlation_id
+from webhooks.domain import (
+    FailureBudget,
+    SourceAllowList,
+    storable_headers,
+    valid_correlation_id,
+)
 from webhooks.errors import IpnRejectedError
 from webhooks.repository import IpnStore
 from webhooks.service import InboundIpn, ingest_ipn, record_rejection
@@ -91,8 +97,10 @@ class IpnEndpoint:
         max_body_bytes: int,
         failure_budget: FailureBudget,
         failure_excerpt_bytes: int,
+        allowed_sources: SourceAllowList | None = None,
     ) -> None:
         self.store = store
+        self.allowed_sources = allowed_sources or SourceAllowList(())
         self.keys = tuple(keys)
         self.max_body_bytes = max_body_bytes
         self.failure_budget = failure_budget
@@ -120,6 +128,8 @@ class IpnEndpoint:
         correlation = correlation or str(event_id)
         reply_headers = [(b"x-correlation-id", correlation.encode())]
         headers = storable_headers(raw_headers)
+        # The socket peer, or the X-Forwarded-For client when uvicorn trusts the peer as a
+        # proxy (FORWARDED_ALLOW_IPS): uvicorn has already put the right one in the scope.
         client = scope.get("client")
         source_ip = str(client[0])[:64] if client else None
 
@@ -150,6 +160,14 @@ class IpnEndpoint:
             body, signature, headers, source_ip, received_at, correlation, event_id=event_id
         )
         try:
+            if not self.allowed_sources.allows(source_ip):
+                # Read (bounded) and recorded like any rejection, but nothing is verified or
+                # stored: the signature is not even looked at.
+                raise IpnRejectedError(
+                    "source_not_allowed",
+                    f"{source_ip} is not in NOWPAYMENTS_IPN_ALLOWED_IPS",
+                    status_code=403,
+                )
             if signatures > 1:
                 raise IpnRejectedError(
                     "malformed_signature", "x-nowpayments-sig must be sent exactly once"
@@ -282,8 +300,9 @@ def ipn_openapi_operation(path: str) -> dict[str, Any]:
                                 "outcome_amount": amount,
                                 "outcome_currency": {"type": ["string", "null"]},
                                 "updated_at": {
-                                    "type": ["integer", "null"],
-                                    "description": "epoch milliseconds",
+                                    "type": ["integer", "string", "null"],
+                                    "description": "epoch milliseconds, or an ISO 8601 time "
+                                    "(older IPNs); carried on as epoch milliseconds",
                                 },
                             },
                         }
@@ -313,6 +332,10 @@ def ipn_openapi_operation(path: str) -> dict[str, Any]:
                         "invalid_json",
                         "invalid_payload",
                     ],
+                ),
+                "403": _problem(
+                    "Sender not in NOWPAYMENTS_IPN_ALLOWED_IPS (when that is set)",
+                    ["source_not_allowed"],
                 ),
                 "413": _problem("Body over the size cap", ["body_too_large"]),
                 "503": _problem("Storage unavailable; retry later (Retry-After)", ["unavailable"]),

@@ -4,21 +4,25 @@ IPN must contain, how duplicates are recognised and how many rejections we are w
 Signing, as the provider does it: HMAC-SHA512 keyed with the IPN secret's UTF-8 bytes over
 ``JSON.stringify`` of the body with keys sorted at every level. Real bodies arrive in exactly that
 form, so the raw bytes are checked first. Only if that fails do we rebuild the provider's
-canonical form (a proxy may have re-ordered keys): numbers keep the literal text they arrived in
-(a Python float would turn 0.000002 into 2e-06) and strings are escaped the way JavaScript
-escapes them (non-ASCII and ``/`` stay as they are).
+canonical form (a proxy may have re-ordered keys, older IPNs arrived in insertion order): every
+number is written as JavaScript prints it, computed from its literal text and never through a
+Python float's repr (which turns 0.000002 into 2e-06), and strings are escaped the way
+JavaScript escapes them (non-ASCII and ``/`` stay as they are).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from shared.money import InvalidAmountError, amount_text, to_decimal
@@ -144,9 +148,59 @@ def js_key_order(keys: Sequence[str]) -> list[str]:
     return sorted(indices, key=int) + [k for k in ordered if not _is_array_index(k)]
 
 
+def js_number_text(literal: str) -> str:
+    """The text ``JSON.stringify`` gives the number written ``literal`` — but only where that
+    text stands for exactly the same decimal value; otherwise the literal itself.
+
+    The provider parses nothing: it prints its own doubles, so a genuine body's literals are
+    already JS text and come back unchanged (``0.000002``, ``1e-7``, ``1e+21``). A body
+    re-printed on the way (``2e-06``, ``69.250``, ``1E-7``, ``5.0``) gets the provider's
+    spelling back. A literal the double would round (``5261148849000000001``) keeps its text:
+    two different values never share a canonical text, so a digit changed in transit cannot
+    verify, and what we use downstream is always the value that was signed.
+    """
+    try:
+        number = float(literal)
+    except ValueError:
+        return literal
+    if not math.isfinite(number):
+        return literal  # JSON.stringify would print null: not the same value
+    text = _js_double_text(number)
+    if text == literal:
+        return text
+    try:
+        same = Decimal(text) == Decimal(literal)
+    except InvalidOperation:
+        return literal
+    return text if same else literal
+
+
+def _js_double_text(number: float) -> str:
+    """ECMAScript Number::toString(10) of a finite double."""
+    if number == 0:
+        return "0"  # -0 too
+    if number < 0:
+        return "-" + _js_double_text(-number)
+    # repr gives the shortest round-tripping digits, which is what ECMAScript requires.
+    _, digit_tuple, exponent = Decimal(repr(number)).as_tuple()
+    assert isinstance(exponent, int)
+    digits = "".join(map(str, digit_tuple)).rstrip("0")
+    exponent += len(digit_tuple) - len(digits)
+    k = len(digits)
+    n = exponent + k  # the decimal point sits after n digits
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * -n + digits
+    mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+    return f"{mantissa}e{'+' if n - 1 >= 0 else '-'}{abs(n - 1)}"
+
+
 def _write_js(value: Any, out: list[str]) -> None:
     if type(value) is JsonNumber:
-        out.append(value)
+        out.append(js_number_text(value))
     elif isinstance(value, str):
         out.append(js_string(value))
     elif value is None:
@@ -253,6 +307,13 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NUMERIC_ID = re.compile(r"[0-9]{1,40}")
 _STATUS = re.compile(r"[A-Za-z_]{1,32}")
 _EPOCH_MS = re.compile(r"[0-9]{1,16}")
+# ISO 8601 as older IPNs and the payment API write it ("2023-10-30T20:28:34.802Z").
+_ISO_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?"
+    r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?",
+    re.IGNORECASE,
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CODE = re.compile(r"[A-Za-z0-9_.\-]{1,20}")
 _CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
@@ -326,12 +387,40 @@ def _text_field(
 
 
 def _epoch_ms_field(doc: Mapping[str, Any], name: str) -> int | None:
+    """Epoch milliseconds (current IPNs) or an ISO 8601 time (older ones), as epoch ms.
+
+    The same moment gives the same number either way, so the dedup key of one IPN does not
+    depend on the shape it came in (ISO text carries milliseconds; finer digits are cut)."""
     value = doc.get(name)
     if value is None or value == "":
         return None
     if isinstance(value, str) and _EPOCH_MS.fullmatch(value):
         return int(value)
-    raise _invalid(name, "must be epoch milliseconds (a whole number)")
+    if type(value) is str and len(value) <= 40 and _ISO_TIME.fullmatch(value):
+        return _iso_to_epoch_ms(value, name)
+    raise _invalid(name, "must be epoch milliseconds or an ISO 8601 time")
+
+
+def _iso_to_epoch_ms(text: str, name: str) -> int:
+    normalised = text.upper().replace(" ", "T", 1)
+    if normalised.endswith("Z"):
+        normalised = normalised[:-1] + "+00:00"
+    head, dot, tail = normalised.partition(".")
+    if dot:  # fromisoformat wants 3 or 6 fraction digits: keep milliseconds, drop the rest
+        fraction = re.match(r"[0-9]+", tail)
+        assert fraction is not None
+        digits = fraction.group()
+        normalised = f"{head}.{(digits + '000')[:3]}{tail[len(digits) :]}"
+    try:
+        moment = datetime.fromisoformat(normalised)
+    except ValueError:
+        raise _invalid(name, "is not a valid ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # the provider's times are UTC
+    millis = (moment - _EPOCH) // timedelta(milliseconds=1)
+    if millis < 0:
+        raise _invalid(name, "is before 1970")
+    return millis
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +530,45 @@ def body_excerpt(body: bytes, limit: int) -> str:
 
 def valid_correlation_id(value: str | None) -> str | None:
     return value if value is not None and _CORRELATION.fullmatch(value) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Who may deliver
+
+
+class SourceAllowList:
+    """``NOWPAYMENTS_IPN_ALLOWED_IPS``: the addresses IPNs may come from (empty: anyone).
+
+    The address checked is the one the api records as ``source_ip``: the socket peer, which
+    uvicorn replaces by the X-Forwarded-For client only when the peer is one of its
+    ``FORWARDED_ALLOW_IPS`` (a trusted proxy). An IPv4 peer seen as ``::ffff:a.b.c.d`` counts
+    as ``a.b.c.d``."""
+
+    def __init__(self, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+        self.networks = tuple(networks)
+        self._seen: dict[str, bool] = {}  # a handful of provider IPs: parse each once
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def allows(self, source_ip: str | None) -> bool:
+        if not self.networks:
+            return True
+        if source_ip is None:
+            return False
+        known = self._seen.get(source_ip)
+        if known is not None:
+            return known
+        try:
+            address = ipaddress.ip_address(source_ip.strip().strip("[]"))
+        except ValueError:
+            return False  # not an address (a unix socket, garbage): never on the list
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        allowed = any(address in network for network in self.networks)
+        if len(self._seen) < 1024:  # bounded: a scan from many addresses must not grow it
+            self._seen[source_ip] = allowed
+        return allowed
 
 
 # --------------------------------------------------------------------------------------------

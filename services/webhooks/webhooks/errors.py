@@ -11,6 +11,7 @@ RejectReason = Literal[
     "invalid_json",
     "invalid_payload",
     "body_too_large",
+    "source_not_allowed",
 ]
 
 REJECT_REASONS: tuple[RejectReason, ...] = (
@@ -20,6 +21,7 @@ REJECT_REASONS: tuple[RejectReason, ...] = (
     "invalid_json",
     "invalid_payload",
     "body_too_large",
+    "source_not_allowed",
 )
 
 

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from webhooks import subscribers
 from webhooks.api import IPN_PATHS, IpnEndpoint, ipn_openapi_operation
-from webhooks.domain import FailureBudget
+from webhooks.domain import FailureBudget, SourceAllowList
 from webhooks.models import Outbox
 from webhooks.repository import IpnStore
 from webhooks.settings import WebhooksSettings
@@ -66,6 +66,7 @@ def create_api(ctx: ServiceContext | None = None) -> FastAPI:
     ctx = ctx or build()
     settings = _settings(ctx)
     keys = settings.ipn_keys()  # fail fast on a missing or placeholder secret
+    allowed = SourceAllowList(settings.ipn_allowed_networks())
     store = IpnStore(
         settings.database_url,
         pool_size=settings.db_pool_size,
@@ -80,11 +81,17 @@ def create_api(ctx: ServiceContext | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         failure_budget=FailureBudget(settings.failure_rows_per_minute),
         failure_excerpt_bytes=settings.failure_body_excerpt_bytes,
+        allowed_sources=allowed,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        log.info("api_started", service=SERVICE, secrets=len(keys))
+        log.info(
+            "api_started",
+            service=SERVICE,
+            secrets=len(keys),
+            allowed_sources=[str(n) for n in allowed.networks] or "any",
+        )
         # Everything allocated so far (modules, app, settings) lives as long as the process:
         # keep it out of the collector's generations so collections stay short.
         gc.collect()
@@ -130,5 +137,9 @@ def _document_ipn_routes(app: FastAPI) -> None:
 def create_worker(ctx: ServiceContext | None = None) -> FastAPI:
     ctx = ctx or build()
     settings = _settings(ctx)
+    # The api always needs the secret; the worker (replays of stored bodies) only refuses to
+    # start without it when the real provider is configured, so a misconfigured deployment
+    # fails as a whole rather than half.
+    settings.require_real_provider_secret()
     subscribers.register(ctx)
     return worker_app(ctx, jobs=[subscribers.prune_failures_job(settings)])

@@ -394,4 +394,4 @@ async def test_openapi_documents_the_ipn_routes(gateway):
     for path in (kit.IPN_PATH, kit.ALIAS_PATH):
         operation = schema["paths"][path]["post"]
         assert operation["parameters"][0]["name"] == "x-nowpayments-sig"
-        assert set(operation["responses"]) == {"200", "400", "413", "503"}
+        assert set(operation["responses"]) == {"200", "400", "403", "413", "503"}
