@@ -132,59 +132,6 @@ def _ignored(current: str, reason: str) -> Decision:
     return Decision(previous=current, status=current, applied=False, reason=reason)
 
 
-def decide(current: str, invoiced: Invoiced, report: ProviderReport) -> Decision:
-    """Map a provider report onto the payment's current status, forward only."""
-    reported = report.status
-    if reported not in PROVIDER_STATUSES:
-        return _ignored(current, f"unknown provider status {reported[:40]!r}")
-    if current in FINAL:
-        if reported == current:
-            return _ignored(current, "duplicate: already " + current)
-        return _ignored(current, f"late {reported}: payment already final ({current})")
-
-    mismatch = price_mismatch(invoiced, report)
-    if mismatch is not None:
-        return Decision(previous=current, status="mismatch", applied=True, reason=mismatch)
-
-    paid, due = report.actually_paid, report.pay_amount
-    if reported == "partially_paid":
-        shortfall = due - paid if paid is not None and due is not None and paid < due else None
-        return Decision(
-            previous=current,
-            status="partially_paid",
-            applied=True,
-            reason="provider reports partially_paid",
-            shortfall=shortfall,
-        )
-    if reported == "finished" and paid is not None and due is not None:
-        if paid < due:
-            return Decision(
-                previous=current,
-                status="partially_paid",
-                applied=True,
-                reason=f"underpaid: actually_paid {amount_text(paid)} < pay_amount "
-                f"{amount_text(due)}",
-                shortfall=due - paid,
-            )
-        if paid > due:
-            return Decision(
-                previous=current,
-                status="finished",
-                applied=True,
-                reason=f"overpaid by {amount_text(paid - due)}",
-                surplus=paid - due,
-            )
-    if reported in SIDE_EXITS:
-        return Decision(previous=current, status=reported, applied=True, reason=reported)
-
-    target_rank, current_rank = RANK[reported], RANK.get(current, 0)
-    if target_rank == current_rank:
-        return _ignored(current, "duplicate: already " + current)
-    if target_rank < current_rank:
-        return _ignored(current, f"late {reported}: already {current}")
-    return Decision(previous=current, status=reported, applied=True, reason=reported)
-
-
 def expired_decision(current: str, reason: str) -> Decision:
     """The poller's verdict on an invoice nobody paid within its lifetime."""
     if current in FINAL:
@@ -425,7 +372,15 @@ def verdict(
     refunded = [p for p in payments if p.status == "refunded"]
     if refunded:
         return Verdict("refunded", "provider reports refunded", refunded[-1])
-    live = [p for p in payments if p.status in IN_FLIGHT]
+    # A payment for another price is not money for this order, even while in flight.
+    excluded = {o.provider_payment_id for o, _ in mismatched}
+    live = [
+        p
+        for p in payments
+        if p.status in IN_FLIGHT
+        and p.provider_payment_id not in excluded
+        and p.parent_payment_id not in excluded
+    ]
     if live:
         top = max(live, key=lambda p: RANK[p.status])
         return Verdict(top.status, f"provider payment {top.provider_payment_id} {top.status}", top)

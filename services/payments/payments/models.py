@@ -120,7 +120,7 @@ class PaymentTransition(Base):
     payment_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("payment.id"))
     seq: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(10))
-    outcome: Mapped[str] = mapped_column(String(10))  # applied | ignored
+    outcome: Mapped[str] = mapped_column(String(10))  # applied | ignored | recorded
     reported_status: Mapped[str | None] = mapped_column(String(40))
     from_status: Mapped[str] = mapped_column(String(20))
     to_status: Mapped[str] = mapped_column(String(20))

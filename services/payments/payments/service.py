@@ -191,7 +191,7 @@ def _append(
     payment: Payment,
     *,
     source: TransitionSource,
-    outcome: Literal["applied", "ignored"],
+    outcome: Literal["applied", "ignored", "recorded"],
     reported: str | None,
     previous: str,
     reason: str,
@@ -390,7 +390,7 @@ async def _attention_for_report(
             row=row,
             causation=event_id,
         )
-    if status in domain.MONEY and closed_before in ("expired", "failed", "mismatch", "refunded"):
+    if status in domain.MONEY and closed_before in ("expired", "failed", "refunded"):
         await raise_attention(
             session,
             payment,
@@ -458,9 +458,9 @@ async def apply_report(
             event_id=event_id,
         )
         return Applied(decision, recorded=True, version=None)
+    rows = await _known_payments(session, payment)
     if payment.provider_payment_id is None:  # the first provider payment we hear of
         payment.provider_payment_id = ppid
-    rows = await _known_payments(session, payment)
     row = next((r for r in rows if r.provider_payment_id == ppid), None)
     applies, step_reason = domain.step_provider_payment(row.status if row else None, report.status)
     if not applies:
@@ -525,7 +525,7 @@ async def apply_report(
             session,
             payment,
             source=source,
-            outcome="applied",
+            outcome="recorded",
             reported=report.status,
             previous=payment.status,
             reason=reason,
@@ -844,7 +844,7 @@ async def handle_ipn(
                     )
             return None
         report = confirmed
-        note = "; ".join(filter(None, ["confirmed with the provider", note]))
+        note = "; ".join(filter(None, [f"confirmed with the provider ({report.status})", note]))
 
     if locked_at_lookup:
         locked = payment
@@ -1004,6 +1004,7 @@ async def check_with_provider(
     grace = timedelta(seconds=settings.expiry_grace_seconds)
     overdue = domain.invoice_overdue(claimed.invoice_expires_at, grace, now)
     reports: list[ProviderReport] = []
+    listed_none = False
     try:
         if settings.poll_lookup_by_invoice and claimed.invoice_id:
             try:
@@ -1013,6 +1014,7 @@ async def check_with_provider(
                 log.warning("invoice_lookup_refused", code=exc.code)
             else:
                 reports = [p.report() for p in found]
+                listed_none = not reports
         listed = {r.payment_id for r in reports}
         ask = [
             pid
@@ -1027,6 +1029,10 @@ async def check_with_provider(
     if reports:
         return _poll_result(reports)
     if overdue and claimed.provider_payment_id is None:
+        if listed_none:
+            return PollResult(
+                "expire", reason="invoice expired without a payment (provider lists none)"
+            )
         return PollResult("expire", reason="invoice lifetime passed and no payment ever reported")
     return PollResult("nothing")
 

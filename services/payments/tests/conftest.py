@@ -28,7 +28,7 @@ from payments.main import build, build_worker
 from payments.models import Payment, PaymentTransition
 from payments.settings import PaymentsSettings
 from payments.subscribers import Worker
-from shared.contracts.payments import PaymentStatusChanged
+from shared.contracts.payments import PaymentAttentionRaised, PaymentStatusChanged
 from shared.contracts.webhooks import IpnReceived
 from shared.money import loads_decimal
 from shared.runtime import ServiceContext, running
@@ -363,8 +363,38 @@ async def _read_events(js: Any) -> list[PaymentStatusChanged]:
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         msg = await js.get_msg("PAYMENTS", seq)
         assert msg.data is not None
+        if msg.subject != PaymentStatusChanged.SUBJECT:
+            continue  # attention events share the stream
         events.append(PaymentStatusChanged.model_validate_json(msg.data))
     return events
+
+
+async def attention_events(js: Any) -> list[PaymentAttentionRaised]:
+    info: StreamInfo = await js.stream_info("PAYMENTS")
+    assert info.state is not None
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
+        msg = await js.get_msg("PAYMENTS", seq)
+        if msg.subject == PaymentAttentionRaised.SUBJECT and msg.data is not None:
+            found.append(PaymentAttentionRaised.model_validate_json(msg.data))
+    return found
+
+
+async def wait_attention(
+    nats_url: str, count: int, timeout: float = 10
+) -> list[PaymentAttentionRaised]:
+    """The attention events once at least ``count`` are published."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+
+        async def enough() -> list[PaymentAttentionRaised] | None:
+            events = await attention_events(js)
+            return events if len(events) >= count else None
+
+        return await wait_for(enough, timeout=timeout, message=f"{count} attention events")
+    finally:
+        await nc.close()
 
 
 async def payment_events(nats_url: str) -> list[PaymentStatusChanged]:

@@ -15,7 +15,11 @@ from payments import service
 from payments.client import ProviderPayment, ProviderUnavailableError
 from payments.models import Base, Outbox, Payment, PaymentTransition
 from payments.settings import PaymentsSettings
-from shared.contracts.payments import CreateInvoiceRequest, PaymentStatusChanged
+from shared.contracts.payments import (
+    CreateInvoiceRequest,
+    PaymentAttentionRaised,
+    PaymentStatusChanged,
+)
 from shared.contracts.webhooks import IpnReceived
 from shared.db import create_engine, make_session_factory
 from shared.messaging import NotYetVisibleError
@@ -98,8 +102,28 @@ def ipn(status: str, **fields: Any) -> IpnReceived:
 
 async def outbox_events(sessions: async_sessionmaker[AsyncSession]) -> list[PaymentStatusChanged]:
     async with sessions() as session:
-        rows = (await session.execute(select(Outbox.payload).order_by(Outbox.id))).scalars()
+        rows = (
+            await session.execute(
+                select(Outbox.payload)
+                .where(Outbox.subject == PaymentStatusChanged.SUBJECT)
+                .order_by(Outbox.id)
+            )
+        ).scalars()
         return [PaymentStatusChanged.model_validate_json(p) for p in rows]
+
+
+async def outbox_attention(
+    sessions: async_sessionmaker[AsyncSession],
+) -> list[PaymentAttentionRaised]:
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(Outbox.payload)
+                .where(Outbox.subject == PaymentAttentionRaised.SUBJECT)
+                .order_by(Outbox.id)
+            )
+        ).scalars()
+        return [PaymentAttentionRaised.model_validate_json(p) for p in rows]
 
 
 async def test_migration_matches_the_models(sessions) -> None:
@@ -214,19 +238,25 @@ async def test_ipn_without_its_payment_row_is_not_yet_visible(sessions) -> None:
             await service.handle_ipn(session, ipn("waiting"), FakeProvider(), SETTINGS)  # type: ignore[arg-type]
 
 
-async def test_ipn_for_another_invoice_of_our_order_is_ledgered_not_applied(sessions) -> None:
+async def test_money_for_our_order_on_another_invoice_counts_and_is_flagged(sessions) -> None:
+    # An orphan invoice of an earlier attempt, or a payment made outside our invoice: money
+    # for our order all the same. Counted like any payment, and put in front of an operator.
     await add_payment(sessions, "ord-1", invoice_id="5000000001")
     async with sessions() as session, session.begin():
         result = await service.handle_ipn(
             session, ipn("waiting", invoice_id="5000000999"), FakeProvider(), SETTINGS
         )  # type: ignore[arg-type]
-    assert result is None
-    async with sessions() as session:
-        [entry] = (await session.execute(select(PaymentTransition))).scalars().all()
-        status = (await session.execute(select(Payment.status))).scalar_one()
-    assert entry.outcome == "ignored" and "not ours" in entry.reason
-    assert status == "created"
-    assert await outbox_events(sessions) == []
+    assert result is not None and result.decision.status == "waiting"
+    [event] = await outbox_events(sessions)
+    assert event.status == "waiting"
+    [flag] = await outbox_attention(sessions)
+    assert flag.kind == "other_invoice" and "not ours" in flag.detail
+    # The provider retrying the same IPN for days raises it once.
+    async with sessions() as session, session.begin():
+        await service.handle_ipn(
+            session, ipn("waiting", invoice_id="5000000999"), FakeProvider(), SETTINGS
+        )  # type: ignore[arg-type]
+    assert len(await outbox_attention(sessions)) == 1
 
 
 async def test_record_payment_is_one_row_per_order_and_refuses_another_price(sessions) -> None:

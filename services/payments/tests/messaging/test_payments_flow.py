@@ -10,7 +10,15 @@ from payments.models import Payment
 from shared.contracts.payments import CreateInvoiceReply, CreateInvoiceRequest
 from shared.messaging.rpc import request
 
-from ..conftest import Emulator, IpnBridge, Running, StartWorker, payment_events, wait_events
+from ..conftest import (
+    Emulator,
+    IpnBridge,
+    Running,
+    StartWorker,
+    payment_events,
+    wait_attention,
+    wait_events,
+)
 
 
 async def create(
@@ -83,7 +91,7 @@ async def test_full_payment_moves_forward_and_publishes_each_change_once(
     ledger = await run.ledger("ord-full")
     assert applied(ledger) == ["waiting", "confirming", "confirmed", "sending", "finished"]
     assert [t.seq for t in ledger] == list(range(1, len(ledger) + 1))
-    assert "confirmed by GET /payment" in ledger[-1].reason
+    assert "confirmed with the provider" in ledger[-1].reason
 
     events = await wait_events(clean_infra.nats_url, 5)
     assert [e.status for e in events] == [
@@ -133,20 +141,22 @@ async def test_underpayment_becomes_partially_paid_with_the_shortfall(
     assert events[-1].shortfall == payment.shortfall
 
 
-async def test_finished_with_less_than_due_is_underpaid_not_paid(
+async def test_finished_with_less_than_due_is_paid_and_the_discrepancy_flagged(
     start_payments: StartWorker, emulator: Emulator, clean_infra
 ):
     run = await start_payments()
     reply = await create(run, "ord-short-finish")
-    # The provider says "finished" but only 0.0001 of the btc due arrived.
+    # The provider says "finished" (and GET /payment confirms it) but only 0.0001 of the btc
+    # due is reported as paid: the provider's word delivers, the numbers go to an operator.
     await emulator.pay(
         reply.invoice_id, scenario="full", pay_currency="btc", actually_paid="0.0001"
     )
-    payment = await run.wait_status("ord-short-finish", "partially_paid")
+    payment = await run.wait_status("ord-short-finish", "finished")
     assert payment.actually_paid == Decimal("0.0001")
-    assert payment.shortfall == payment.pay_amount - Decimal("0.0001")
-    ledger = await run.full_ledger("ord-short-finish", 1 + 5)
-    assert "finished" not in applied(ledger)
+    assert payment.shortfall is None
+    [flag] = await wait_attention(clean_infra.nats_url, 1)
+    assert (flag.kind, flag.order_id) == ("amount_discrepancy", "ord-short-finish")
+    assert "actually_paid 0.0001 <" in flag.detail
 
 
 async def test_overpayment_is_paid_with_the_surplus_recorded(

@@ -156,7 +156,7 @@ async def test_final_ipn_is_acted_on_only_as_the_provider_confirms_it(
     ledger = await run.full_ledger("ord-lie", 1 + 3)
     [entry] = [t for t in ledger if t.event_id == fake.event_id]
     assert entry.outcome == "ignored" and entry.reported_status == "confirming"
-    assert "confirmed by GET /payment (confirming)" in entry.reason
+    assert "confirmed with the provider (confirming)" in entry.reason
     assert await run.status("ord-lie") == "confirming"
     assert str(paid["payment_id"]) == (await run.payment("ord-lie")).provider_payment_id
 

@@ -110,7 +110,13 @@ async def test_two_replicas_never_check_the_same_payment_twice(
 
     replicas: list[Worker] = []
     for _ in range(2):
-        client = CountingClient(base_url=f"{emulator.url}/v1", api_key=API_KEY, read_retries=0)
+        client = CountingClient(
+            base_url=f"{emulator.url}/v1",
+            api_key=API_KEY,
+            email="emulator@bitloot.test",
+            password="emulator-password",
+            read_retries=0,
+        )
         client.calls = []
         replicas.append(Worker(ctx=run.ctx, settings=run.settings, client=client))
     try:

@@ -1,4 +1,5 @@
-"""The status mapping table, forward-only rule and Decimal amount rules (pure, no I/O)."""
+"""Status rules per provider payment, the order's verdict over all of them, and Decimal amount
+rules (pure, no I/O)."""
 
 from __future__ import annotations
 
@@ -8,147 +9,271 @@ from decimal import Decimal
 
 import pytest
 from payments.domain import (
+    CLOSED_WITHOUT_MONEY,
     FINAL,
     MAIN_LINE,
+    MONEY,
     PROVIDER_STATUSES,
     Invoiced,
+    ProviderPaymentState,
     ProviderReport,
-    decide,
+    Verdict,
     expired_decision,
     invoice_overdue,
     next_check_delay,
     pick_payment,
+    step_order_payment,
+    step_provider_payment,
+    verdict,
 )
 from shared.money import loads_decimal
 
 INVOICED = Invoiced(Decimal("25.00"), "usd")
-OUR_STATUSES = (*MAIN_LINE, "partially_paid", "failed", "expired", "refunded", "mismatch")
+DUE = Decimal("0.00036101")
 
 
-def report(status: str, **fields: object) -> ProviderReport:
-    base: dict[str, object] = {
-        "price_amount": Decimal("25"),
-        "price_currency": "usd",
-        "pay_amount": Decimal("0.00036101"),
-        "actually_paid": Decimal("0.00036101") if status == "finished" else Decimal(0),
-    }
-    base.update(fields)
-    return ProviderReport(status=status, **base)  # type: ignore[arg-type]
+def pp(
+    status: str,
+    ppid: str = "5000000001",
+    *,
+    parent: str | None = None,
+    paid: str | Decimal | None = None,
+    due: Decimal | None = DUE,
+    coin: str = "btc",
+    price: Decimal | None = Decimal("25"),
+    currency: str | None = "usd",
+    attached: bool = False,
+) -> ProviderPaymentState:
+    if paid is None:
+        paid = due if status == "finished" and due is not None else Decimal(0)
+    return ProviderPaymentState(
+        provider_payment_id=ppid,
+        status=status,
+        parent_payment_id=parent,
+        price_amount=price if parent is None else None,
+        price_currency=currency if parent is None else None,
+        pay_amount=due,
+        actually_paid=Decimal(paid),
+        pay_currency=coin,
+        attached=attached,
+    )
 
 
-# (current, reported) -> resulting status, or None when the report is ignored.
-# Every provider status against every one of our statuses: 11 x 9 = 99 cases.
-def expected(current: str, reported: str) -> str | None:
-    if current in FINAL:
-        return None  # final is final: late and duplicate reports are ledgered, not applied
-    if reported in ("partially_paid", "failed", "expired", "refunded"):
-        return reported  # side exits from any live status
-    if MAIN_LINE.index(reported) > MAIN_LINE.index(current):
-        return reported
-    return None  # late (lower) or duplicate (equal)
+# --- one provider payment: forward only, but money is never turned away -----------------
 
 
-TABLE = [(c, r, expected(c, r)) for c in OUR_STATUSES for r in sorted(PROVIDER_STATUSES)]
+def expected_step(current: str | None, reported: str) -> bool:
+    if current is None:
+        return True
+    if reported == current or current == "refunded":
+        return False
+    if current == "finished":
+        return reported == "refunded"
+    if current == "partially_paid":
+        return reported in ("finished", "refunded")
+    if current in CLOSED_WITHOUT_MONEY:
+        return reported in MONEY or reported == "refunded"
+    # in flight: main line forward, any side exit
+    if reported in MAIN_LINE:
+        return MAIN_LINE.index(reported) > MAIN_LINE.index(current)
+    return True
 
 
-@pytest.mark.parametrize(("current", "reported", "result"), TABLE)
-def test_status_mapping_table(current: str, reported: str, result: str | None) -> None:
-    decision = decide(current, INVOICED, report(reported))
-    if result is None:
-        assert not decision.applied
-        assert decision.status == current
+CURRENTS = (None, *sorted(PROVIDER_STATUSES))
+STEP_TABLE = [(c, r, expected_step(c, r)) for c in CURRENTS for r in sorted(PROVIDER_STATUSES)]
+
+
+@pytest.mark.parametrize(("current", "reported", "applies"), STEP_TABLE)
+def test_provider_payment_step_table(current: str | None, reported: str, applies: bool) -> None:
+    result, reason = step_provider_payment(current, reported)
+    assert result is applies, reason
+    if not applies:
         kind = "duplicate" if reported == current else "late"
-        assert decision.reason.startswith(kind), decision.reason
-    else:
-        assert decision.applied
-        assert (decision.previous, decision.status) == (current, result)
-        assert decision.is_final == (result in FINAL)
+        assert reason.startswith(kind), reason
 
 
-def test_table_covers_every_provider_status_and_ours() -> None:
-    assert {r for _, r, _ in TABLE} == PROVIDER_STATUSES
-    assert {c for c, _, _ in TABLE} == set(OUR_STATUSES)
-    assert len(TABLE) == 99
+def test_step_table_covers_every_provider_status() -> None:
+    assert {r for _, r, _ in STEP_TABLE} == PROVIDER_STATUSES
+    assert len(STEP_TABLE) == 11 * 10
 
 
-def test_finished_then_waiting_stays_finished() -> None:
-    finished = decide("confirming", INVOICED, report("finished"))
-    assert finished.applied and finished.status == "finished"
-    late = decide(finished.status, INVOICED, report("waiting"))
-    assert not late.applied and late.status == "finished"
-    assert late.reason == "late waiting: payment already final (finished)"
+def test_late_waiting_after_finished_is_ignored_and_refund_is_not() -> None:
+    assert step_provider_payment("finished", "waiting") == (
+        False,
+        "late waiting: provider payment already finished",
+    )
+    assert step_provider_payment("finished", "refunded")[0]
 
 
-def test_unknown_provider_status_is_ignored_not_guessed() -> None:
-    decision = decide("waiting", INVOICED, report("paid_maybe"))
-    assert not decision.applied and "unknown provider status" in decision.reason
+def test_money_after_expiry_is_taken() -> None:
+    assert step_provider_payment("expired", "confirming")[0]
+    assert step_provider_payment("expired", "finished")[0]
+    assert not step_provider_payment("expired", "waiting")[0]
+
+
+def test_unknown_provider_status_is_recorded_not_guessed() -> None:
+    applies, reason = step_provider_payment("waiting", "status_from_the_future")
+    assert not applies and "unknown provider status" in reason
+
+
+# --- the order's verdict over its provider payments --------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("paid", "status", "surplus", "shortfall"),
+    ("paid", "surplus", "discrepancy"),
     [
-        ("0.00036101", "finished", None, None),
-        ("0.00036100", "partially_paid", None, Decimal("0.00000001")),  # one satoshi short
-        ("0.00036102", "finished", Decimal("0.00000001"), None),  # one satoshi over
-        ("0.000361010", "finished", None, None),  # same value, another scale
+        ("0.00036101", None, False),
+        ("0.00036100", None, True),  # one satoshi short, but the provider says finished
+        ("0.00036102", Decimal("0.00000001"), False),  # one satoshi over
+        ("0.000361010", None, False),  # same value, another scale
+        ("0", None, True),  # seen for real: finished with actually_paid 0
     ],
 )
-def test_eight_decimal_amounts_compare_exactly(
-    paid: str, status: str, surplus: Decimal | None, shortfall: Decimal | None
+def test_finished_delivers_and_flags_an_amount_discrepancy(
+    paid: str, surplus: Decimal | None, discrepancy: bool
 ) -> None:
-    decision = decide("sending", INVOICED, report("finished", actually_paid=Decimal(paid)))
-    assert (decision.status, decision.surplus, decision.shortfall) == (status, surplus, shortfall)
+    result = verdict(INVOICED, [pp("finished", paid=paid)])
+    assert result is not None
+    assert (result.status, result.surplus) == ("finished", surplus)
+    assert (result.discrepancy is not None) is discrepancy
+
+
+def test_partially_paid_is_underpaid_with_its_shortfall() -> None:
+    result = verdict(INVOICED, [pp("partially_paid", paid="0.0002", due=Decimal("0.0005"))])
+    assert result is not None
+    assert (result.status, result.shortfall) == ("partially_paid", Decimal("0.0003"))
+
+
+def test_a_top_up_to_the_same_address_completes_the_order() -> None:
+    parent = pp("partially_paid", paid="0.1", due=Decimal("0.3"))
+    top_up = pp("partially_paid", "5000000002", parent=parent.provider_payment_id, paid="0.2")
+    result = verdict(INVOICED, [parent, top_up])
+    assert result is not None
+    assert result.status == "finished"
+    assert (result.credited, result.surplus, result.shortfall) == (Decimal("0.3"), None, None)
 
 
 def test_point_one_plus_point_two_is_exactly_point_three() -> None:
-    # Two partial payments of 0.1 and 0.2 pay a 0.3 bill in Decimal, not in float.
     body = b'{"pay_amount": 0.3, "parts": [0.1, 0.2]}'
     data = loads_decimal(body)
-    paid = sum(data["parts"], Decimal(0))
-    assert paid == data["pay_amount"] == Decimal("0.3")
     assert sum(json.loads(body)["parts"]) != json.loads(body)["pay_amount"]  # float disagrees
-    decision = decide(
-        "sending", INVOICED, report("finished", pay_amount=data["pay_amount"], actually_paid=paid)
-    )
-    assert (decision.status, decision.surplus, decision.shortfall) == ("finished", None, None)
+    parent = pp("partially_paid", paid=data["parts"][0], due=data["pay_amount"])
+    child = pp("finished", "5000000002", parent=parent.provider_payment_id, paid=data["parts"][1])
+    result = verdict(INVOICED, [parent, child])
+    assert result is not None and result.status == "finished"
 
 
-def test_partially_paid_from_the_provider_is_underpaid_with_its_shortfall() -> None:
-    decision = decide(
-        "confirming",
-        INVOICED,
-        report("partially_paid", pay_amount=Decimal("1.5"), actually_paid=Decimal("0.75")),
-    )
-    assert (decision.status, decision.shortfall) == ("partially_paid", Decimal("0.75"))
-    assert decision.is_final
+def test_a_child_marked_finished_does_not_pay_a_short_sum() -> None:
+    # The provider may mark every repeated deposit "finished" (an account setting) and warns
+    # against shipping on it: only the sum counts.
+    parent = pp("partially_paid", paid="0.1", due=Decimal("0.5"))
+    child = pp("finished", "5000000002", parent=parent.provider_payment_id, paid="0.1")
+    result = verdict(INVOICED, [parent, child])
+    assert result is not None
+    assert (result.status, result.shortfall) == ("partially_paid", Decimal("0.3"))
+
+
+def test_the_tolerance_forgives_a_small_shortfall_only() -> None:
+    parent = pp("partially_paid", paid="0.995", due=Decimal("1"))
+    assert verdict(INVOICED, [parent]).status == "partially_paid"  # type: ignore[union-attr]
+    forgiving = verdict(INVOICED, [parent], tolerance=Decimal("0.005"))
+    assert forgiving is not None and forgiving.status == "finished"
+    too_short = pp("partially_paid", paid="0.99", due=Decimal("1"))
+    assert verdict(INVOICED, [too_short], tolerance=Decimal("0.005")).status == "partially_paid"  # type: ignore[union-attr]
+
+
+def test_a_wrong_asset_deposit_is_not_summed() -> None:
+    parent = pp("partially_paid", paid="0.1", due=Decimal("0.2"))
+    wrong = pp("finished", "5000000002", parent=parent.provider_payment_id, paid="5", coin="eth")
+    result = verdict(INVOICED, [parent, wrong])
+    assert result is not None and result.status == "partially_paid"
+
+
+def test_a_second_coin_on_the_same_invoice_keeps_the_order_open() -> None:
+    first = pp("expired", "5000000001")
+    second = pp("waiting", "5000000002", coin="eth")
+    result = verdict(INVOICED, [first, second])
+    assert result is not None and result.status == "waiting"
+    paid = verdict(INVOICED, [first, pp("finished", "5000000002", coin="eth")])
+    assert paid is not None and paid.status == "finished"
 
 
 @pytest.mark.parametrize(
-    ("price_amount", "price_currency", "mismatch"),
+    ("price", "currency", "status"),
     [
-        (Decimal("25"), "usd", False),
-        (Decimal("25.000"), "USD", False),  # same amount, other scale and case
-        (Decimal("25.01"), "usd", True),
-        (Decimal("24.99999999"), "usd", True),
-        (Decimal("25"), "eur", True),
-        (None, None, False),  # the report does not say: nothing to compare
+        (Decimal("25"), "usd", "finished"),
+        (Decimal("25.000"), "USD", "finished"),  # same amount, other scale and case
+        (Decimal("25.01"), "usd", "mismatch"),
+        (Decimal("24.99999999"), "usd", "mismatch"),
+        (Decimal("25"), "eur", "mismatch"),
+        (None, None, "finished"),  # the report does not say: nothing to compare
     ],
 )
 def test_price_or_currency_other_than_invoiced_is_a_mismatch(
-    price_amount: Decimal | None, price_currency: str | None, mismatch: bool
+    price: Decimal | None, currency: str | None, status: str
 ) -> None:
-    decision = decide(
-        "waiting",
-        INVOICED,
-        report("finished", price_amount=price_amount, price_currency=price_currency),
-    )
-    assert (decision.status == "mismatch") is mismatch
-    if mismatch:
-        assert decision.applied and decision.is_final
+    result = verdict(INVOICED, [pp("finished", price=price, currency=currency)])
+    assert result is not None and result.status == status
 
 
-def test_mismatch_is_final_and_never_becomes_paid() -> None:
-    assert not decide("mismatch", INVOICED, report("finished")).applied
+def test_an_operator_attached_payment_is_not_price_checked() -> None:
+    result = verdict(INVOICED, [pp("finished", price=Decimal("99"), attached=True)])
+    assert result is not None and result.status == "finished"
+
+
+@pytest.mark.parametrize(
+    ("states", "status"),
+    [
+        (["cancelled"], "expired"),
+        (["expired"], "expired"),
+        (["failed", "expired"], "failed"),
+        (["refunded"], "refunded"),
+        (["waiting", "confirming"], "confirming"),
+    ],
+)
+def test_closed_and_live_verdicts(states: list[str], status: str) -> None:
+    payments = [pp(s, str(5000000001 + i)) for i, s in enumerate(states)]
+    result = verdict(INVOICED, payments)
+    assert result is not None and result.status == status
+
+
+def test_no_payment_no_verdict() -> None:
+    assert verdict(INVOICED, []) is None
+
+
+# --- the order's payment moves forward, reopened only by money ---------------------------
+
+
+def v(status: str) -> Verdict:
+    return Verdict(status, status)
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "applies"),
+    [
+        ("created", "waiting", True),
+        ("waiting", "finished", True),
+        ("confirming", "waiting", False),  # late
+        ("finished", "waiting", False),
+        ("finished", "partially_paid", False),
+        ("finished", "refunded", True),  # a refund after delivery
+        ("refunded", "finished", False),
+        ("expired", "finished", True),  # money after we had given up
+        ("expired", "waiting", True),  # a new payment on the invoice reopens it
+        ("partially_paid", "finished", True),  # a top-up completed it
+        ("failed", "finished", True),
+        ("mismatch", "finished", True),
+        ("waiting", "waiting", False),
+    ],
+)
+def test_order_payment_steps(current: str, target: str, applies: bool) -> None:
+    decision = step_order_payment(current, v(target))
+    assert decision.applied is applies
+    assert decision.status == (target if applies else current)
+    assert decision.is_final == (decision.status in FINAL)
+
+
+# --- the poller ---------------------------------------------------------------------------
 
 
 def test_poller_expiry_only_for_live_payments() -> None:

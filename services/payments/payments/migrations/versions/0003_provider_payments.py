@@ -34,7 +34,19 @@ def _payment_fk(table: str) -> sa.Column[Any]:
     )
 
 
+def _outcome_check(values: str) -> None:
+    # Raw SQL: the constraint keeps exactly the name 0002 gave it (the naming convention
+    # prefixed the name it was declared with).
+    table = f"{SCHEMA}.payment_transition"
+    name = "ck_payment_transition_ck_payment_transition_outcome"
+    op.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}")
+    op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK (outcome IN ({values}))")
+
+
 def upgrade() -> None:
+    # A ledger entry may now say "recorded": a provider payment of the order moved, the order's
+    # payment did not. Widening a CHECK is expand-safe: the previous release never writes it.
+    _outcome_check("'applied','ignored','recorded'")
     op.create_table(
         "provider_payment",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
@@ -89,6 +101,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _outcome_check("'applied','ignored'")
     op.drop_table("payment_action", schema=SCHEMA)
     op.drop_table("payment_attention", schema=SCHEMA)
     op.drop_index("ix_provider_payment_payment_id", "provider_payment", schema=SCHEMA)
