@@ -230,3 +230,124 @@ async def test_operator_reprocesses_a_webhook_and_sees_the_audit_entry(
     await page.goto(f"{live_system.web_url}/admin/audit")
     await page.wait_for_url("**/admin/login?**")
     assert browsing.csp_violations() == []
+
+
+async def _awaiting_order(live: LiveSystem) -> str:
+    """An order with an invoice (a payment waiting for money), made through the APIs."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        orders = live.url("orders")
+        created = await http.post(
+            f"{orders}/orders",
+            json={"email": "settle@example.com", "items": [{"sku": PRODUCT[0], "quantity": 1}]},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert created.status_code == 201, created.text
+        order = created.json()
+        checkout = await http.post(
+            f"{orders}/orders/{order['order_id']}/checkout",
+            headers={"X-Order-Token": order["order_token"]},
+        )
+        assert checkout.status_code == 200, checkout.text
+        return str(order["order_id"])
+
+
+async def test_operator_settles_an_order_that_needs_attention(
+    live_system: LiveSystem, browsing: Browsing
+) -> None:
+    """An attention item published onto the real PAYMENTS stream shows up in the console; the
+    operator settles its order with a reason; the page shows the result and the audit log the
+    entry. ``payments.settle`` is answered by a fake on the stack's NATS (its own queue group).
+    Should the stack's payments worker answer too, either reply says ok for a waiting payment,
+    so what this test checks holds whichever comes first."""
+    from decimal import Decimal
+
+    import nats
+    from shared.contracts.payments import (
+        PaymentActionReply,
+        PaymentAttentionRaised,
+        SettlePaymentRequest,
+    )
+    from shared.messaging.broker import flush, make_broker
+    from shared.messaging.rpc import register_responder
+
+    page = browsing.page
+    order_id = await _awaiting_order(live_system)
+    nats_url = f"nats://127.0.0.1:{live_system.stack.ports['nats']}"
+    settles: list[SettlePaymentRequest] = []
+
+    async def answer(request: SettlePaymentRequest) -> PaymentActionReply:
+        settles.append(request)
+        return PaymentActionReply(ok=True, status="finished", changed=True)
+
+    fake = make_broker(nats_url, name="browser-fake-payments")
+    register_responder(fake, SettlePaymentRequest, answer, queue="browser-fake-payments")
+    await fake.start()
+    await flush(fake)
+    nc = await nats.connect(nats_url)
+    try:
+        event = PaymentAttentionRaised(
+            payment_id=uuid.uuid4(),
+            order_id=order_id,
+            kind="amount_discrepancy",
+            key=f"browser:{uuid.uuid4().hex[:8]}",
+            detail="provider says finished but 0.0001 btc is missing",
+            amount=Decimal("0.0001"),
+            currency="btc",
+        )
+        await nc.jetstream().publish(
+            event.SUBJECT,
+            event.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": str(event.event_id)},
+        )
+
+        username, password = live_system.operator
+        await page.goto(f"{live_system.web_url}/admin/needs-attention")
+        await page.wait_for_url("**/admin/login**")
+        await page.get_by_label("Username").fill(username)
+        await page.get_by_label("Password").fill(password)
+        await page.locator("#sign-in").click()
+        await page.wait_for_url("**/admin/needs-attention")
+
+        item = page.locator(f'#attention-items tr[data-order="{order_id}"]')
+        await until_visible(page, item)
+        await expect(item).to_contain_text("amount discrepancy")
+        await expect(item).to_contain_text("0.0001 btc")
+        await expect(item).to_contain_text("open")
+        await expect(page.locator("#attention-count")).to_be_visible()
+        await browsing.shot("needs-attention")
+
+        forms = page.locator(f'#attention-items tr[data-order="{order_id}"] + tr.row-forms')
+        await forms.get_by_text("Act on this item").click()
+        await expect(forms.get_by_text("Only settle when you have confirmed")).to_be_visible()
+        reason = f"browser test settle {uuid.uuid4().hex[:6]}"
+        await forms.get_by_label("Reason for settling (recorded in the audit log)").fill(reason)
+        await forms.get_by_label("I confirmed the money arrived").check()
+        await browsing.shot("settle-form")
+        await forms.get_by_role("button", name="Settle as paid").click()
+
+        await page.wait_for_url("**/admin/needs-attention")
+        flash = page.locator("#flash")
+        await expect(flash).to_contain_text(f"Order {order_id} settled as paid")
+        await expect(flash).to_contain_text("Audit entry #")
+        await expect(flash).to_have_attribute("role", "status")
+        # resolved before the redirect: the open list no longer has it
+        await expect(page.locator(f'#attention-items tr[data-order="{order_id}"]')).to_have_count(0)
+        await browsing.shot("settled")
+
+        await page.goto(f"{live_system.web_url}/admin/needs-attention?state=resolved")
+        resolved = page.locator(f'#attention-items tr[data-order="{order_id}"]')
+        await expect(resolved.first).to_contain_text("resolved")
+        await expect(resolved.first).to_contain_text(username)
+
+        await page.get_by_role("link", name="Audit log").click()
+        audit_row = page.locator("#results tbody tr", has_text=reason)
+        await until_visible(page, audit_row)
+        await expect(audit_row.first).to_contain_text(username)
+        await expect(audit_row.first).to_contain_text("order.settle")
+        await expect(audit_row.first).to_contain_text(order_id)
+        await expect(audit_row.first).to_contain_text("ok")
+        await browsing.shot("settle-audit")
+        assert browsing.csp_violations() == []
+    finally:
+        await nc.close()
+        await fake.stop()
