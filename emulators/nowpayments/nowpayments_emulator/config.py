@@ -50,6 +50,10 @@ class EmulatorConfig:
     # Delays in seconds before each retry (e.g. 60, 300, 900); empty = `ipn_retries` every
     # `ipn_retry_interval` s. Waits run on the emulator's clock, so advancing it fires them.
     ipn_retry_schedule: tuple[float, ...] = ()
+    # What a repeated / wrong-asset deposit quotes in price_amount and pay_amount: "order" (the
+    # original's amounts) or "deposit" (pay_amount = what arrived, price_amount = its fiat value
+    # at the current rate, as the provider's webhook example for a child payment shows).
+    child_quote: str = "order"
     # Dashboard login for POST /v1/auth (the JWT some endpoints want besides the api key).
     email: str = "emulator@bitloot.test"
     password: str = "emulator-password"
@@ -99,6 +103,9 @@ class EmulatorConfig:
                 ("zero", "value"),
             ),
             ipn_retry_schedule=_schedule(source, "EMULATOR_IPN_RETRY_SCHEDULE"),
+            child_quote=_choice(
+                source, "EMULATOR_CHILD_QUOTE", base.child_quote, ("order", "deposit")
+            ),
             email=source.get("NOWPAYMENTS_EMAIL", base.email),
             password=source.get("NOWPAYMENTS_PASSWORD", base.password),
             jwt_lifetime=_float(source, "EMULATOR_JWT_LIFETIME", base.jwt_lifetime),

@@ -83,6 +83,8 @@ class RedepositRequest(BehaviourPatch):
     # Overrides the whole sequence, e.g. ["waiting", "confirming", "finished"].
     statuses: list[PaymentStatus] | None = Field(default=None, min_length=1, max_length=20)
     send_ipn: bool = True
+    # price_amount / pay_amount of the child: the order's, or the deposit's own (see README).
+    quote: Literal["order", "deposit"] | None = None
 
     def behaviour_patch(self) -> BehaviourPatch:
         return BehaviourPatch(**self.model_dump(include=set(BehaviourPatch.model_fields)))
@@ -183,6 +185,7 @@ async def get_config(request: Request) -> dict[str, Any]:
         "withdrawal_fee_rate": str(config.withdrawal_fee_rate),
         "actually_paid_at_fiat": config.actually_paid_at_fiat,
         "ipn_retry_schedule": list(config.ipn_retry_schedule),
+        "child_quote": config.child_quote,
         "coins": {
             code: {"decimals": coin.decimals, "usd_rate": str(coin.usd_rate)}
             for code, coin in COINS.items()
@@ -351,6 +354,7 @@ async def redeposit(payment_id: int, body: RedepositRequest, request: Request) -
         statuses=body.statuses,
         request=body.behaviour_patch(),
         send_ipn=body.send_ipn,
+        quote=body.quote,
     )
     return {
         "payment_id": child.payment_id,

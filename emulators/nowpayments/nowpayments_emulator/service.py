@@ -115,6 +115,7 @@ class Emulator:
         statuses: Sequence[str] | None = None,
         request: BehaviourPatch | None = None,
         send_ipn: bool = True,
+        quote: str | None = None,
     ) -> tuple[Payment, list[Step]]:
         """Coins sent again to a payment's address: a new payment with parent_payment_id.
 
@@ -141,6 +142,7 @@ class Emulator:
             amount=amount,
             status=sequence[0],
             kind="wrong_asset" if wrong_asset else "repeated_deposit",
+            quote=quote or self.config.child_quote,
         )
         steps = [Step(item, child.actually_paid) for item in sequence]
         behaviour = self.behaviour_for(self.invoice_of(child), request)

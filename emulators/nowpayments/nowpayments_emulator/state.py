@@ -551,25 +551,40 @@ class Store:
         }
 
     def create_child(
-        self, parent: Payment, *, coin: Coin, amount: Decimal, status: str, kind: PaymentKind
+        self,
+        parent: Payment,
+        *,
+        coin: Coin,
+        amount: Decimal,
+        status: str,
+        kind: PaymentKind,
+        quote: str = "order",
     ) -> Payment:
         """A repeated or wrong-asset deposit: a new payment on the parent's address and ids.
 
         It keeps the parent's invoice_id, purchase_id, order_id, pay_address and callback; the
         expected amounts (price_amount, pay_amount) stay the order's, converted to the deposit's
-        coin for a wrong asset, and actually_paid is what arrived.
+        coin for a wrong asset, and actually_paid is what arrived. With quote "deposit" the child
+        quotes the deposit itself: pay_amount = what arrived, price_amount = its fiat value.
         """
         created = self.clock.now()
+        received = coin.quantize(amount)
+        if quote == "deposit":
+            price_amount = fiat_value(received, coin, parent.price_currency).normalize()
+            pay_amount = received
+        else:
+            price_amount = parent.price_amount
+            pay_amount = convert(parent.pay_amount, parent.coin, coin)
         child = Payment(
             payment_id=self.new_id(),
             invoice_id=parent.invoice_id,
             purchase_id=parent.purchase_id,
             payment_status=status,
             pay_address=parent.pay_address,
-            price_amount=parent.price_amount,
+            price_amount=price_amount,
             price_currency=parent.price_currency,
-            pay_amount=convert(parent.pay_amount, parent.coin, coin),
-            actually_paid=coin.quantize(amount),
+            pay_amount=pay_amount,
+            actually_paid=received,
             coin=coin,
             order_id=parent.order_id,
             order_description=parent.order_description,

@@ -92,6 +92,9 @@ async def test_repeated_deposit_is_a_child_payment_on_the_same_address(
         # Repeated deposits are always in the same asset as the original payment.
         assert body["pay_currency"] == "btc"
         assert body["actually_paid"] == Decimal("0.0001")
+        # By default the child quotes the order's amounts (EMULATOR_CHILD_QUOTE=order).
+        assert body["pay_amount"] == Decimal("0.001")
+        assert body["price_amount"] == Decimal("69.25")
     # The truth carries the link too; the original points nowhere and stays as it was.
     truth = await emu.payment(child["payment_id"])
     assert truth["parent_payment_id"] == paid["payment_id"]
@@ -112,6 +115,22 @@ async def test_repeated_deposit_status_follows_the_account_setting(
     other = await emu.redeposit(paid["payment_id"], "0.0005", status="partially_paid")
     await emu.idle()
     assert bodies_for(receiver, other["payment_id"])[-1]["payment_status"] == "partially_paid"
+
+
+async def test_a_child_can_quote_the_deposit_itself(
+    make_harness: HarnessFactory, receiver: Receiver
+) -> None:
+    emu = await make_harness(child_quote="deposit")
+    _, paid = await paid_payment(emu, receiver, "underpay")
+    child = await emu.redeposit(paid["payment_id"], "0.0002")
+    await emu.idle()
+    last = bodies_for(receiver, child["payment_id"])[-1]
+    assert last["pay_amount"] == last["actually_paid"] == Decimal("0.0002")
+    assert last["price_amount"] == Decimal("13.85")  # 0.0002 btc at the current rate
+    # The request beats the setting.
+    other = await emu.redeposit(paid["payment_id"], "0.0002", quote="order")
+    await emu.idle()
+    assert bodies_for(receiver, other["payment_id"])[-1]["pay_amount"] == Decimal("0.001")
 
 
 async def test_wrong_asset_deposit_waits_for_manual_resolution_by_default(
@@ -505,6 +524,7 @@ async def test_lifecycle_settings_from_the_environment() -> None:
             "EMULATOR_WITHDRAWAL_FEE_RATE": "0.002",
             "EMULATOR_ACTUALLY_PAID_AT_FIAT": "value",
             "EMULATOR_IPN_RETRY_SCHEDULE": "60, 300,900",
+            "EMULATOR_CHILD_QUOTE": "deposit",
         }
     )
     assert config.repeated_deposit_status == "finished"
@@ -514,17 +534,20 @@ async def test_lifecycle_settings_from_the_environment() -> None:
     assert config.withdrawal_fee_rate == Decimal("0.002")
     assert config.actually_paid_at_fiat == "value"
     assert config.ipn_retry_schedule == (60.0, 300.0, 900.0)
+    assert config.child_quote == "deposit"
     defaults = EmulatorConfig.from_env({})
     assert defaults.repeated_deposit_status == "partially_paid"
     assert defaults.wrong_asset_auto_processing is False
     assert defaults.outcome_currency is None
     assert defaults.actually_paid_at_fiat == "zero"
     assert defaults.ipn_retry_schedule == ()
+    assert defaults.child_quote == "order"
     for name, value in (
         ("EMULATOR_REPEATED_DEPOSIT_STATUS", "waiting"),
         ("EMULATOR_IPN_RETRY_SCHEDULE", "60,soon"),
         ("EMULATOR_IPN_RETRY_SCHEDULE", "-5"),
         ("EMULATOR_ACTUALLY_PAID_AT_FIAT", "sometimes"),
+        ("EMULATOR_CHILD_QUOTE", "both"),
     ):
         with pytest.raises(ValueError, match=name):
             EmulatorConfig.from_env({name: value})
