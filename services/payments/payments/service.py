@@ -520,7 +520,11 @@ async def apply_report(
         reason = f"{reason}; {note}"
     if not decision.applied:
         # The provider payment moved (kept in provider_payment) but the order's payment did
-        # not: recorded, nothing published.
+        # not: recorded, nothing published. A top-up that still falls short changes what is
+        # missing, though.
+        if target is not None and target.status == payment.status == "partially_paid":
+            payment.actually_paid = target.credited
+            payment.shortfall = target.shortfall
         _append(
             session,
             payment,
