@@ -184,12 +184,20 @@ def invoice_overdue(expires_at: datetime | None, grace: timedelta, now: datetime
 # order's payment status is a verdict over all of them.
 
 
-def step_provider_payment(current: str | None, reported: str) -> tuple[bool, str]:
+def step_provider_payment(
+    current: str | None,
+    reported: str,
+    *,
+    current_at_ms: int | None = None,
+    reported_at_ms: int | None = None,
+) -> tuple[bool, str]:
     """Does ``reported`` move one provider payment on from ``current``? (applies, reason).
 
     Forward only per payment, like the provider, with one leniency: money is never turned
     away. A deposit after ``expired``/``failed``/``cancelled`` (a customer paying late) and a
-    ``finished`` after ``partially_paid`` apply; ``refunded`` may follow ``finished``.
+    ``finished`` after ``partially_paid`` apply; ``refunded`` may follow ``finished``. The
+    provider's ``updated_at`` (strictly increasing per payment) tells a late report from a
+    reordered one: a report older than the state we hold is stale, whatever its status.
     """
     if reported not in PROVIDER_STATUSES:
         return False, f"unknown provider status {reported[:40]!r}"
@@ -197,6 +205,8 @@ def step_provider_payment(current: str | None, reported: str) -> tuple[bool, str
         return True, f"provider payment {reported}"
     if reported == current:
         return False, "duplicate: already " + current
+    if current_at_ms is not None and reported_at_ms is not None and reported_at_ms < current_at_ms:
+        return False, f"late {reported}: older than the {current} we hold"
     if current == "refunded":
         return False, f"late {reported}: provider payment already refunded"
     if current == "finished":

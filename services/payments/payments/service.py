@@ -462,7 +462,12 @@ async def apply_report(
     if payment.provider_payment_id is None:  # the first provider payment we hear of
         payment.provider_payment_id = ppid
     row = next((r for r in rows if r.provider_payment_id == ppid), None)
-    applies, step_reason = domain.step_provider_payment(row.status if row else None, report.status)
+    applies, step_reason = domain.step_provider_payment(
+        row.status if row else None,
+        report.status,
+        current_at_ms=row.provider_updated_at_ms if row else None,
+        reported_at_ms=report.updated_at_ms,
+    )
     if not applies:
         decision = Decision(payment.status, payment.status, False, step_reason)
         if report.status not in domain.PROVIDER_STATUSES:

@@ -111,6 +111,15 @@ def test_money_after_expiry_is_taken() -> None:
     assert not step_provider_payment("expired", "waiting")[0]
 
 
+def test_a_reordered_report_is_told_from_late_money_by_the_providers_clock() -> None:
+    # confirming (t=2) delivered after failed (t=3): stale, not money arriving after failure.
+    applies, reason = step_provider_payment(
+        "failed", "confirming", current_at_ms=3, reported_at_ms=2
+    )
+    assert not applies and reason.startswith("late confirming: older than")
+    assert step_provider_payment("failed", "confirming", current_at_ms=3, reported_at_ms=4)[0]
+
+
 def test_unknown_provider_status_is_recorded_not_guessed() -> None:
     applies, reason = step_provider_payment("waiting", "status_from_the_future")
     assert not applies and "unknown provider status" in reason
