@@ -98,6 +98,9 @@ def stack_env(
             "BITLOOT_S3_PORT": str(ports["s3"]),
             "BITLOOT_SMTP_PORT": str(ports["smtp"]),
             "LOG_JSON": "true",
+            # A developer's own .env (possibly pointing at the real provider) stays out of
+            # the test stacks: they run on the emulator with generated secrets.
+            "BITLOOT_ENV_FILE": "",
         }
     )
     for service in SERVICES:
