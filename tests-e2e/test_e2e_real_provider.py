@@ -157,3 +157,19 @@ async def test_a_payment_whose_ipns_all_got_lost_is_found_with_the_jwt_list(
     assert r.status_code in (401, 403), r.text  # a key alone is not enough
     await shop.wait_status(purchase, "fulfilled", timeout=120)
     assert download_links(await one_link_email(stack, purchase))
+
+
+async def test_ipns_in_the_older_documented_shape_are_accepted(stack: Stack, shop: Shop) -> None:
+    # ISO updated_at, keys in the provider's own order, no fee object; signed over the sorted
+    # form, so the gateway must verify a canonical re-serialisation, not only the raw bytes.
+    products = await shop.products()
+    purchase = await shop.buy("legacy@example.com", products[0]["sku"])
+    await shop.pay(purchase, "full", ipn_shape="legacy")
+    await shop.wait_status(purchase, "fulfilled")
+    log = (
+        await shop.http.get(
+            f"{shop.emulator}/_emulator/ipn-log", params={"invoice_id": purchase.invoice_id}
+        )
+    ).json()["entries"]
+    assert log and all(e["outcome"] == "delivered" for e in log), log
+    assert all('"fee"' not in e["body"] for e in log)
