@@ -209,3 +209,16 @@ async def lock_by_order(session: AsyncSession, order_id: str) -> Payment | None:
         .execution_options(populate_existing=True)
     )
     return result.scalar_one_or_none()
+
+
+async def provider_payment_state(
+    session: AsyncSession, provider_payment_id: str
+) -> tuple[str, int | None] | None:
+    """(status, provider updated_at ms) of a provider payment we hold, without locking."""
+    result = await session.execute(
+        select(ProviderPayment.status, ProviderPayment.provider_updated_at_ms).where(
+            ProviderPayment.provider_payment_id == provider_payment_id
+        )
+    )
+    row = result.first()
+    return (row[0], row[1]) if row is not None else None

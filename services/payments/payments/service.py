@@ -774,8 +774,21 @@ def report_from_ipn(event: IpnReceived) -> ProviderReport:
     )
 
 
-def _needs_confirmation(report: ProviderReport, settings: PaymentsSettings) -> bool:
-    return settings.confirm_final_with_provider and report.status in domain.PROVIDER_FINAL
+async def _needs_confirmation(
+    session: AsyncSession, report: ProviderReport, settings: PaymentsSettings
+) -> bool:
+    """A final status the provider payment would take: ask the provider first. A repeat of
+    what we hold (a duplicate storm, the provider's retries) costs no provider call."""
+    if not (settings.confirm_final_with_provider and report.status in domain.PROVIDER_FINAL):
+        return False
+    if report.payment_id:
+        held = await repository.provider_payment_state(session, report.payment_id)
+        if held is not None:
+            applies, _ = domain.step_provider_payment(
+                held[0], report.status, current_at_ms=held[1], reported_at_ms=report.updated_at_ms
+            )
+            return applies
+    return True
 
 
 async def handle_ipn(
@@ -794,7 +807,7 @@ async def handle_ipn(
     # A final status is confirmed with the provider first, an HTTP call made without holding
     # the row lock (duplicates of it would queue behind the call); anything else is locked at
     # lookup, which saves re-reading the row.
-    confirming = _needs_confirmation(report, settings)
+    confirming = await _needs_confirmation(session, report, settings)
     payment, found_by = await repository.find_for_report(
         session,
         provider_payment_id=report.payment_id,
@@ -973,7 +986,15 @@ async def claim_due(
     """Lease due payments: move each one's next check out by its backoff step."""
     rows = await repository.claim_due(session, now=now, limit=settings.poll_batch_size)
     claimed: list[Claimed] = []
+    grace = timedelta(seconds=settings.expiry_grace_seconds)
     for payment in rows:
+        if domain.is_final(payment.status) and domain.invoice_overdue(
+            payment.invoice_expires_at, grace, now
+        ):
+            # Partially paid (or re-checked after a refusal) until the invoice's lifetime is
+            # over; after that a top-up still arrives with its IPNs, but we stop asking.
+            payment.next_check_at = None
+            continue
         payment.next_check_at = now + domain.next_check_delay(
             payment.checks_done, settings.poll_interval_seconds, settings.poll_max_interval_seconds
         )
