@@ -29,3 +29,14 @@ def test_only_expired_and_failed_offer_a_new_order() -> None:
 def test_underpaid_falls_back_to_our_policy_text() -> None:
     assert status_view("underpaid", "partially_paid").detail == UNDERPAID_POLICY
     assert status_view("underpaid", None, "orders says so").detail == "orders says so"
+
+
+def test_a_refunded_order_is_final_offers_no_payment_and_says_so() -> None:
+    view = status_view("refunded", "refunded")
+    assert (view.state, view.final, view.can_pay, view.tone) == ("refunded", True, False, "error")
+    assert "refunded" in view.detail and "no longer works" in view.detail
+    assert status_view("refunded", None, "orders says so").detail == "orders says so"
+
+
+def test_the_underpaid_text_names_the_top_up() -> None:
+    assert "same payment address" in UNDERPAID_POLICY

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-FINAL_ORDER_STATUSES = frozenset({"fulfilled", "underpaid", "failed", "expired"})
+FINAL_ORDER_STATUSES = frozenset({"fulfilled", "underpaid", "failed", "expired", "refunded"})
 CONFIRMING_PAYMENT_STATUSES = frozenset({"confirming", "confirmed", "sending"})
 
 # Shown when orders sends no message of its own; orders' text is the policy of record.
 UNDERPAID_POLICY = (
-    "We received less than the order total, so this order was not delivered. Underpayments are "
-    "not refunded automatically: please contact support with your order number."
+    "We received less than the order total, so this order was not delivered yet. Send the "
+    "missing amount to the same payment address and the order completes by itself, or contact "
+    "support with your order number (underpayments are not refunded automatically)."
 )
 
 HISTORY_LABELS = {
@@ -22,6 +23,7 @@ HISTORY_LABELS = {
     "underpaid": "Underpaid",
     "failed": "Payment failed",
     "expired": "Payment window expired",
+    "refunded": "Payment refunded — download withdrawn",
 }
 
 
@@ -71,8 +73,8 @@ def status_view(
         return StatusView(
             "expired",
             "Expired — no payment arrived in time",
-            "The invoice expired before a payment reached it. Nothing was charged; "
-            "you can start a new order.",
+            "The invoice expired before a payment reached it. If you paid after all, the order "
+            "completes by itself once the payment arrives; otherwise you can start a new order.",
             final=True,
             tone="error",
             can_retry=True,
@@ -85,6 +87,16 @@ def status_view(
             final=True,
             tone="error",
             can_retry=True,
+        )
+    if order_status == "refunded":
+        return StatusView(
+            "refunded",
+            "Refunded — the order was cancelled",
+            message
+            or "Your payment was refunded, so the order was cancelled: its download link no "
+            "longer works.",
+            final=True,
+            tone="error",
         )
     if payment_status in CONFIRMING_PAYMENT_STATUSES:
         return StatusView(
