@@ -256,33 +256,16 @@ async def test_operator_settles_an_order_that_needs_attention(
 ) -> None:
     """An attention item published onto the real PAYMENTS stream shows up in the console; the
     operator settles its order with a reason; the page shows the result and the audit log the
-    entry. ``payments.settle`` is answered by a fake on the stack's NATS (its own queue group).
-    Should the stack's payments worker answer too, either reply says ok for a waiting payment,
-    so what this test checks holds whichever comes first."""
+    entry. ``payments.settle`` is answered by the stack's real payments worker, which enters
+    ``finished`` for the order's payment (source admin)."""
     from decimal import Decimal
 
     import nats
-    from shared.contracts.payments import (
-        PaymentActionReply,
-        PaymentAttentionRaised,
-        SettlePaymentRequest,
-    )
-    from shared.messaging.broker import flush, make_broker
-    from shared.messaging.rpc import register_responder
+    from shared.contracts.payments import PaymentAttentionRaised
 
     page = browsing.page
     order_id = await _awaiting_order(live_system)
     nats_url = f"nats://127.0.0.1:{live_system.stack.ports['nats']}"
-    settles: list[SettlePaymentRequest] = []
-
-    async def answer(request: SettlePaymentRequest) -> PaymentActionReply:
-        settles.append(request)
-        return PaymentActionReply(ok=True, status="finished", changed=True)
-
-    fake = make_broker(nats_url, name="browser-fake-payments")
-    register_responder(fake, SettlePaymentRequest, answer, queue="browser-fake-payments")
-    await fake.start()
-    await flush(fake)
     nc = await nats.connect(nats_url)
     try:
         event = PaymentAttentionRaised(
@@ -350,4 +333,3 @@ async def test_operator_settles_an_order_that_needs_attention(
         assert browsing.csp_violations() == []
     finally:
         await nc.close()
-        await fake.stop()
