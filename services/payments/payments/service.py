@@ -39,6 +39,7 @@ from payments.client import (
     ProviderNotFoundError,
     ProviderRejectedError,
     ProviderUnavailableError,
+    epoch_ms,
 )
 from payments.domain import Decision, Invoiced, ProviderPaymentState, ProviderReport
 from payments.errors import OrderConflictError
@@ -530,32 +531,22 @@ async def apply_report(
         if target is not None and target.status == payment.status == "partially_paid":
             payment.actually_paid = target.credited
             payment.shortfall = target.shortfall
-        _append(
-            session,
-            payment,
-            source=source,
-            outcome="recorded",
-            reported=report.status,
-            previous=payment.status,
-            reason=reason,
-            report=report,
-            event_id=event_id,
-        )
-        return Applied(decision, recorded=True, version=None)
-
-    assert target is not None
-    version = _enter(session, payment, decision, target, rules, source=source)
+    elif target is not None:
+        _enter(payment, decision, target, rules)
     version = _append(
         session,
         payment,
         source=source,
-        outcome="applied",
+        outcome="applied" if decision.applied else "recorded",
         reported=report.status,
         previous=decision.previous,
         reason=reason,
         report=report,
         event_id=event_id,
     )
+    if not decision.applied:
+        return Applied(decision, recorded=True, version=None)
+    assert target is not None  # an applied decision comes from a verdict
     if target.discrepancy and target.deciding is not None:
         await raise_attention(
             session,
@@ -616,15 +607,7 @@ async def apply_report(
     return Applied(decision, recorded=True, version=version)
 
 
-def _enter(
-    session: AsyncSession,
-    payment: Payment,
-    decision: Decision,
-    target: domain.Verdict,
-    rules: Rules,
-    *,
-    source: TransitionSource,
-) -> int:
+def _enter(payment: Payment, decision: Decision, target: domain.Verdict, rules: Rules) -> None:
     """Put the verdict on the payment row (amounts of the payment that decided it)."""
     payment.status = decision.status
     deciding = target.deciding
@@ -639,7 +622,6 @@ def _enter(
     payment.surplus = decision.surplus
     payment.shortfall = decision.shortfall
     _schedule_after(payment, decision.status, rules)
-    return payment.ledger_seq
 
 
 def _schedule_after(payment: Payment, status: str, rules: Rules) -> None:
@@ -724,24 +706,6 @@ def _id_text(value: object) -> str | None:
     return text or None
 
 
-def _epoch_ms(value: object) -> int | None:
-    """The provider's ``updated_at``: epoch ms in IPNs, ISO text in older IPNs and the API."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    text = str(value).strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
-
-
 def report_from_ipn(event: IpnReceived) -> ProviderReport:
     """The typed fields the gateway extracted, falling back to the raw payload (numbers as
     text) for anything it left out."""
@@ -755,7 +719,7 @@ def report_from_ipn(event: IpnReceived) -> ProviderReport:
 
     updated = event.provider_updated_at
     if updated is None:
-        updated = _epoch_ms(raw.get("updated_at"))
+        updated = epoch_ms(raw.get("updated_at"))
     return ProviderReport(
         status=event.payment_status,
         payment_id=text("payment_id", event.payment_id),
